@@ -1,0 +1,52 @@
+# whatsapp_pg — build, test and run.
+#   make test   everything CI runs (installs what is missing first)
+#   make demo   a local cluster with the extension, end to end
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+export CARGO_TERM_COLOR := never
+
+PG_CONFIG    := /usr/lib/postgresql/15/bin/pg_config
+PGTEST_DIR   := /var/tmp/whatsapp_pg-pgtest
+PGRX_DATA    := /var/tmp/whatsapp_pg-pgrx-data
+IT_ENV       := WA_CLUSTER_DIR=/var/tmp/whatsapp_pg-it WA_PORT=55433 WA_DATABASE=wa_it
+
+.PHONY: test bootstrap lint unit pgtest install it it-cluster demo demo-stop clean-clusters
+
+test: bootstrap lint unit pgtest it
+	@echo "make test: all suites passed"
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --features whatsapp_pg/pg_test -- -D warnings
+
+# Pure crates: plain cargo test, no PostgreSQL.
+unit:
+	cargo test -p whatsapp-client
+
+# #[pg_test]s inside a pgrx-managed cluster with the extension preloaded.
+pgtest:
+	@install -d -o postgres -g postgres -m 0700 $(PGTEST_DIR)
+	@test -s $(PGTEST_DIR)/master.key || { umask 077; printf 'pgtest:%s\n' "$$(head -c 32 /dev/urandom | base64 -w0)" > $(PGTEST_DIR)/master.key; }
+	@chown postgres:postgres $(PGTEST_DIR)/master.key && chmod 0600 $(PGTEST_DIR)/master.key
+	@install -d -o postgres -g postgres $(PGRX_DATA)
+	cargo pgrx test pg15 --runas postgres --pgdata $(PGRX_DATA)
+
+install:
+	cargo pgrx install --pg-config $(PG_CONFIG)
+
+# SQL-level integration tests over real connections to a real cluster.
+it: install
+	@$(IT_ENV) scripts/cluster.sh destroy
+	@$(IT_ENV) scripts/cluster.sh start
+	WA_IT_DIR=/var/tmp/whatsapp_pg-it WA_IT_PORT=55433 cargo test -p wa-integration-tests || { $(IT_ENV) scripts/cluster.sh stop; exit 1; }
+	@$(IT_ENV) scripts/cluster.sh stop
+
+demo: bootstrap install
+	@bash scripts/demo.sh
+
+demo-stop:
+	@scripts/cluster.sh stop

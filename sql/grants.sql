@@ -1,0 +1,21 @@
+-- Privileges on functions, applied after every function exists. Nothing is granted to PUBLIC.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA wa FROM PUBLIC;
+
+-- Row-level security policies call this as the querying role.
+GRANT EXECUTE ON FUNCTION wa.current_tenant_id() TO wa_app, wa_admin;
+
+-- Host applications.
+GRANT EXECUTE ON FUNCTION
+    wa.signup_config(),
+    wa.connection_status(uuid)
+TO wa_app, wa_admin;
+GRANT SELECT ON wa.tenant_connections TO wa_app, wa_admin;
+
+-- Administration.
+GRANT EXECUTE ON FUNCTION
+    wa.configure_app(text, text, text, text),
+    wa.create_tenant(text, text),
+    wa.connect_tenant(uuid, text, text, text),
+    wa.disconnect_tenant(uuid),
+    wa.rotate_key()
+TO wa_admin;

@@ -1,0 +1,331 @@
+-- whatsapp_pg schema: tables, indexes, row-level security, roles, dump configuration.
+--
+-- Conventions: tables plural; every tenant-owned table starts with tenant_id and keeps it in its
+-- primary key and unique constraints (it is the distribution key if a deployment outgrows one
+-- machine); enumerations are text with a CHECK listed once here; times are *_at timestamptz.
+
+-- Roles are cluster-wide, so they may already exist from another database.
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'wa_admin') THEN
+        CREATE ROLE wa_admin NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'wa_app') THEN
+        CREATE ROLE wa_app NOLOGIN;
+    END IF;
+END
+$roles$;
+
+REVOKE ALL ON SCHEMA wa FROM PUBLIC;
+GRANT USAGE ON SCHEMA wa TO wa_admin, wa_app;
+
+-- The tenant a session acts for: SET wa.tenant_id = '<uuid>' (or SET LOCAL in a transaction).
+-- NULL when unset or empty. An ill-formed value is an error, never "no tenant".
+CREATE FUNCTION wa.current_tenant_id() RETURNS uuid
+    LANGUAGE sql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    RETURN NULLIF(pg_catalog.current_setting('wa.tenant_id', true), '')::uuid;
+
+-- ---------------------------------------------------------------------------------------------
+-- The Technology Provider's Meta app (one row). Secrets are AES-256-GCM envelopes.
+CREATE TABLE wa.app_config (
+    singleton            boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    app_id               text NOT NULL CHECK (app_id ~ '^[0-9]{1,32}$'),
+    app_secret_enc       bytea NOT NULL,
+    verify_token_enc     bytea NOT NULL,
+    config_id            text NOT NULL CHECK (config_id ~ '^[0-9]{1,32}$'),
+    updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE wa.tenants (
+    tenant_id            uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    name                 text NOT NULL CHECK (pg_catalog.btrim(name) <> '' AND pg_catalog.length(name) <= 200),
+    external_ref         text UNIQUE CHECK (external_ref <> ''),
+    state                text NOT NULL DEFAULT 'not_connected' CHECK (state IN
+                            ('not_connected', 'pending', 'connected', 'action_required',
+                             'disconnected', 'error')),
+    last_error           jsonb,
+    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+-- WhatsApp Business Accounts connected by a tenant.
+CREATE TABLE wa.wabas (
+    tenant_id            uuid NOT NULL REFERENCES wa.tenants ON DELETE CASCADE,
+    waba_id              text NOT NULL CHECK (waba_id ~ '^[0-9]{1,32}$'),
+    name                 text,
+    currency             text,
+    timezone_id          text,
+    subscribed_at        timestamptz,
+    status               text NOT NULL DEFAULT 'active' CHECK (status IN
+                            ('active', 'restricted', 'disabled', 'removed')),
+    restriction          jsonb,
+    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (tenant_id, waba_id)
+);
+
+CREATE TABLE wa.phone_numbers (
+    tenant_id            uuid NOT NULL,
+    phone_number_id      text NOT NULL CHECK (phone_number_id ~ '^[0-9]{1,32}$'),
+    waba_id              text NOT NULL,
+    display_phone_number text,
+    verified_name        text,
+    quality_rating       text CHECK (quality_rating IN ('GREEN', 'YELLOW', 'RED', 'UNKNOWN', 'NA')),
+    messaging_limit      text,
+    throughput_level     text,
+    rate_limit_per_sec   integer CHECK (rate_limit_per_sec > 0),
+    name_status          text,
+    code_verification_status text,
+    registration_status  text NOT NULL DEFAULT 'unregistered' CHECK (registration_status IN
+                            ('unregistered', 'registered', 'failed', 'deregistered')),
+    status               text NOT NULL DEFAULT 'active' CHECK (status IN
+                            ('active', 'flagged', 'restricted', 'disabled', 'removed')),
+    last_error           jsonb,
+    registered_at        timestamptz,
+    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (tenant_id, phone_number_id),
+    FOREIGN KEY (tenant_id, waba_id) REFERENCES wa.wabas ON DELETE CASCADE
+);
+
+-- Webhooks name a WABA or a phone number, never a tenant: this is how they are routed. A WABA or
+-- number belongs to at most one tenant. (A small lookup table, a reference table when sharded.)
+CREATE TABLE wa.routes (
+    kind                 text NOT NULL CHECK (kind IN ('waba', 'phone_number')),
+    external_id          text NOT NULL,
+    tenant_id            uuid NOT NULL REFERENCES wa.tenants ON DELETE CASCADE,
+    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (kind, external_id)
+);
+CREATE INDEX routes_tenant_idx ON wa.routes (tenant_id);
+
+-- Encrypted secrets of a tenant. The envelope's associated data is "<tenant_id>/<kind>", so a
+-- ciphertext copied to another row or tenant does not decrypt. wa_app has no access at all.
+CREATE TABLE wa.credentials (
+    tenant_id            uuid NOT NULL REFERENCES wa.tenants ON DELETE CASCADE,
+    kind                 text NOT NULL CHECK (kind IN ('business_token', 'registration_pin')),
+    ciphertext           bytea NOT NULL,
+    key_id               text NOT NULL,
+    source               text NOT NULL CHECK (source IN ('embedded_signup', 'manual')),
+    expires_at           timestamptz,
+    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (tenant_id, kind)
+);
+
+-- ---------------------------------------------------------------------------------------------
+-- Customers. Meta identifies them by phone number (wa_id) and/or business-scoped user id
+-- (user_id, "BSUID"); either may be missing, never both.
+CREATE TABLE wa.contacts (
+    tenant_id            uuid NOT NULL REFERENCES wa.tenants ON DELETE CASCADE,
+    contact_id           uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
+    wa_id                text CHECK (wa_id ~ '^[0-9]{5,20}$'),
+    user_id              text CHECK (user_id ~ '^[A-Z]{2}\.[0-9A-Za-z]{5,64}$'),
+    username             text,
+    profile_name         text,
+    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (tenant_id, contact_id),
+    UNIQUE (tenant_id, wa_id),
+    UNIQUE (tenant_id, user_id),
+    CHECK (wa_id IS NOT NULL OR user_id IS NOT NULL)
+);
+
+-- One conversation per (business number, customer); closed conversations reopen on the next
+-- message. window_expires_at is the end of the 24-hour customer service window.
+CREATE TABLE wa.conversations (
+    tenant_id            uuid NOT NULL,
+    conversation_id      uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
+    phone_number_id      text NOT NULL,
+    contact_id           uuid NOT NULL,
+    status               text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'closed')),
+    last_message_at      timestamptz,
+    last_message_preview text,
+    last_inbound_at      timestamptz,
+    window_expires_at    timestamptz,
+    unread_count         integer NOT NULL DEFAULT 0 CHECK (unread_count >= 0),
+    closed_at            timestamptz,
+    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (tenant_id, conversation_id),
+    UNIQUE (tenant_id, phone_number_id, contact_id),
+    FOREIGN KEY (tenant_id, phone_number_id) REFERENCES wa.phone_numbers ON DELETE CASCADE,
+    FOREIGN KEY (tenant_id, contact_id) REFERENCES wa.contacts ON DELETE CASCADE
+);
+-- wa.conversations(tenant, status, before): newest first per tenant.
+CREATE INDEX conversations_recent_idx
+    ON wa.conversations (tenant_id, last_message_at DESC NULLS LAST, conversation_id);
+-- wa.messages(conversation_id) is called with the conversation id alone.
+CREATE INDEX conversations_id_idx ON wa.conversations (conversation_id);
+
+-- Every message in and out. Statuses only move forward (see wa.status_rank()).
+CREATE TABLE wa.messages (
+    tenant_id            uuid NOT NULL,
+    message_id           uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
+    conversation_id      uuid NOT NULL,
+    direction            text NOT NULL CHECK (direction IN ('inbound', 'outbound')),
+    type                 text NOT NULL CHECK (type ~ '^[a-z_]{1,40}$'),
+    content              jsonb NOT NULL,
+    status               text NOT NULL CHECK (status IN
+                            ('queued', 'sent', 'delivered', 'read', 'played', 'failed',
+                             'received', 'deleted')),
+    wamid                text,
+    idempotency_key      text CHECK (pg_catalog.length(idempotency_key) BETWEEN 1 AND 200),
+    context_wamid        text,
+    error                jsonb,
+    pricing              jsonb,
+    meta_conversation    jsonb,
+    media                jsonb,
+    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    sent_at              timestamptz,
+    delivered_at         timestamptz,
+    read_at              timestamptz,
+    played_at            timestamptz,
+    failed_at            timestamptz,
+    updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (tenant_id, message_id),
+    UNIQUE (tenant_id, wamid),
+    UNIQUE (tenant_id, idempotency_key),
+    FOREIGN KEY (tenant_id, conversation_id) REFERENCES wa.conversations ON DELETE CASCADE,
+    CHECK (direction = 'outbound' OR wamid IS NOT NULL)
+);
+CREATE INDEX messages_conversation_idx
+    ON wa.messages (conversation_id, created_at DESC, message_id);
+
+-- The outbox the background worker drains. Logged (a crash loses nothing); a claim is a lease
+-- (lease_until) so a worker that died mid-request has its rows picked up again.
+CREATE TABLE wa.outbox (
+    tenant_id            uuid NOT NULL,
+    outbox_id            bigint GENERATED ALWAYS AS IDENTITY,
+    kind                 text NOT NULL CHECK (kind IN ('message', 'mark_read', 'media_download')),
+    message_id           uuid,
+    phone_number_id      text NOT NULL,
+    recipient            text,
+    payload              text NOT NULL,
+    attempts             integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_attempt_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    lease_until          timestamptz,
+    last_error           jsonb,
+    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (tenant_id, outbox_id),
+    FOREIGN KEY (tenant_id, message_id) REFERENCES wa.messages ON DELETE CASCADE
+);
+CREATE INDEX outbox_due_idx ON wa.outbox (next_attempt_at, outbox_id);
+
+-- Statuses that arrived before the message they describe was known; applied when it is.
+CREATE TABLE wa.pending_statuses (
+    tenant_id            uuid NOT NULL REFERENCES wa.tenants ON DELETE CASCADE,
+    wamid                text NOT NULL,
+    status               text NOT NULL,
+    status_payload       jsonb NOT NULL,
+    received_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (tenant_id, wamid, status)
+);
+
+-- Message templates of a WABA, kept current by template webhooks.
+CREATE TABLE wa.templates (
+    tenant_id            uuid NOT NULL,
+    waba_id              text NOT NULL,
+    template_id          text NOT NULL,
+    name                 text NOT NULL,
+    language             text NOT NULL,
+    category             text,
+    status               text NOT NULL DEFAULT 'PENDING',
+    quality_score        text,
+    components           jsonb,
+    rejected_reason      text,
+    updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (tenant_id, template_id),
+    UNIQUE (tenant_id, waba_id, name, language),
+    FOREIGN KEY (tenant_id, waba_id) REFERENCES wa.wabas ON DELETE CASCADE
+);
+
+-- Connection history: onboarding steps, account_update events, disconnects. Append-only.
+CREATE TABLE wa.account_events (
+    tenant_id            uuid NOT NULL REFERENCES wa.tenants ON DELETE CASCADE,
+    account_event_id     bigint GENERATED ALWAYS AS IDENTITY,
+    kind                 text NOT NULL CHECK (kind ~ '^[a-z_.]{1,60}$'),
+    detail               jsonb NOT NULL DEFAULT '{}',
+    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (tenant_id, account_event_id)
+);
+
+-- Every webhook delivery, stored before it is processed. Not tenant-owned (one delivery can
+-- span WABAs of several tenants); only wa_admin reads it.
+CREATE TABLE wa.webhook_events (
+    webhook_event_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    received_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    signature_verified   boolean NOT NULL,
+    payload              jsonb,
+    raw_body             text,
+    status               text NOT NULL DEFAULT 'received' CHECK (status IN
+                            ('received', 'processed', 'partial', 'rejected', 'failed')),
+    summary              jsonb,
+    errors               jsonb,
+    processed_at         timestamptz,
+    CHECK (payload IS NOT NULL OR raw_body IS NOT NULL)
+);
+CREATE INDEX webhook_events_received_idx ON wa.webhook_events (received_at);
+
+-- ---------------------------------------------------------------------------------------------
+-- Row-level security: wa_app sees only the rows of the tenant in wa.tenant_id; wa_admin sees
+-- all. Forced, so even the table owner is subject to it unless it is a superuser.
+DO $rls$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['tenants', 'wabas', 'phone_numbers', 'routes', 'credentials',
+                             'contacts', 'conversations', 'messages', 'outbox',
+                             'pending_statuses', 'templates', 'account_events']
+    LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE wa.%I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE pg_catalog.format('ALTER TABLE wa.%I FORCE ROW LEVEL SECURITY', t);
+        EXECUTE pg_catalog.format(
+            'CREATE POLICY tenant_isolation ON wa.%I FOR SELECT TO wa_app '
+            'USING (tenant_id OPERATOR(pg_catalog.=) wa.current_tenant_id())', t);
+        EXECUTE pg_catalog.format(
+            'CREATE POLICY admin_all ON wa.%I TO wa_admin USING (true) WITH CHECK (true)', t);
+    END LOOP;
+END
+$rls$;
+ALTER TABLE wa.app_config ENABLE ROW LEVEL SECURITY;
+ALTER TABLE wa.app_config FORCE ROW LEVEL SECURITY;
+CREATE POLICY admin_all ON wa.app_config TO wa_admin USING (true) WITH CHECK (true);
+ALTER TABLE wa.webhook_events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE wa.webhook_events FORCE ROW LEVEL SECURITY;
+CREATE POLICY admin_all ON wa.webhook_events TO wa_admin USING (true) WITH CHECK (true);
+
+-- Privileges. Nothing to PUBLIC. wa_app reads its tenant's rows (changes go through functions);
+-- it never touches secrets, the app configuration or the raw webhook log.
+REVOKE ALL ON ALL TABLES IN SCHEMA wa FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA wa FROM PUBLIC;
+GRANT SELECT ON wa.tenants, wa.wabas, wa.phone_numbers, wa.contacts, wa.conversations,
+    wa.messages, wa.templates, wa.account_events TO wa_app;
+GRANT SELECT ON ALL TABLES IN SCHEMA wa TO wa_admin;
+-- Admins see that secrets exist and under which key, never plaintext (there is none to see).
+REVOKE SELECT ON wa.credentials FROM wa_admin;
+GRANT SELECT (tenant_id, kind, key_id, source, expires_at, created_at, updated_at)
+    ON wa.credentials TO wa_admin;
+REVOKE SELECT ON wa.app_config FROM wa_admin;
+GRANT SELECT (app_id, config_id, updated_at) ON wa.app_config TO wa_admin;
+
+-- pg_dump keeps the data of extension tables only when asked to.
+SELECT pg_catalog.pg_extension_config_dump('wa.app_config', '');
+SELECT pg_catalog.pg_extension_config_dump('wa.tenants', '');
+SELECT pg_catalog.pg_extension_config_dump('wa.wabas', '');
+SELECT pg_catalog.pg_extension_config_dump('wa.phone_numbers', '');
+SELECT pg_catalog.pg_extension_config_dump('wa.routes', '');
+SELECT pg_catalog.pg_extension_config_dump('wa.credentials', '');
+SELECT pg_catalog.pg_extension_config_dump('wa.contacts', '');
+SELECT pg_catalog.pg_extension_config_dump('wa.conversations', '');
+SELECT pg_catalog.pg_extension_config_dump('wa.messages', '');
+SELECT pg_catalog.pg_extension_config_dump('wa.outbox', '');
+SELECT pg_catalog.pg_extension_config_dump('wa.pending_statuses', '');
+SELECT pg_catalog.pg_extension_config_dump('wa.templates', '');
+SELECT pg_catalog.pg_extension_config_dump('wa.account_events', '');
+SELECT pg_catalog.pg_extension_config_dump('wa.webhook_events', '');
+SELECT pg_catalog.pg_extension_config_dump('wa.outbox_outbox_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('wa.account_events_account_event_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('wa.webhook_events_webhook_event_id_seq', '');

@@ -1,0 +1,52 @@
+//! whatsapp_pg: multi-tenant WhatsApp Business messaging inside PostgreSQL.
+//!
+//! This crate is the thin PostgreSQL layer: SQL functions, SPI, GUCs and (later) the
+//! background worker. Everything that can be tested without a backend lives in the
+//! `whatsapp-client` crate.
+
+use pgrx::prelude::*;
+
+mod app_config;
+mod authz;
+mod connect;
+mod error;
+mod guc;
+mod keys;
+mod rotate;
+
+::pgrx::pg_module_magic!(name, version);
+
+// Tables, roles, row-level security and dump configuration, before any function.
+extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+// SQL-language API; needs the Rust helpers it calls to exist first.
+extension_sql_file!(
+    "../sql/api.sql",
+    name = "api",
+    requires = ["schema", authz::_caller_is_admin]
+);
+// Grants last, when every function exists.
+extension_sql_file!("../sql/grants.sql", name = "grants", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    guc::register();
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+mod pg_tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![
+            "shared_preload_libraries = 'whatsapp_pg'",
+            // Created by `make pgtest` before the test cluster starts.
+            "wa.key_file = '/var/tmp/whatsapp_pg-pgtest/master.key'",
+            "wa.database = 'pgrx_tests'",
+        ]
+    }
+}
