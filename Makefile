@@ -23,9 +23,9 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --features whatsapp_pg/pg_test -- -D warnings
 
-# Pure crates: plain cargo test, no PostgreSQL.
+# Pure crates: plain cargo test, no PostgreSQL (the client's tests drive graph-sim over loopback).
 unit:
-	cargo test -p whatsapp-client
+	cargo test -p whatsapp-client -p graph-sim
 
 # #[pg_test]s inside a pgrx-managed cluster with the extension preloaded.
 pgtest:

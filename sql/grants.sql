@@ -7,7 +7,11 @@ GRANT EXECUTE ON FUNCTION wa.current_tenant_id() TO wa_app, wa_admin;
 -- Host applications.
 GRANT EXECUTE ON FUNCTION
     wa.signup_config(),
-    wa.connection_status(uuid)
+    wa.connection_status(uuid),
+    wa.conversations(uuid, text, integer, timestamptz),
+    wa.messages(uuid, integer, timestamptz),
+    wa.close_conversation(uuid),
+    wa.status_rank(text)
 TO wa_app, wa_admin;
 GRANT SELECT ON wa.tenant_connections TO wa_app, wa_admin;
 
@@ -17,5 +21,9 @@ GRANT EXECUTE ON FUNCTION
     wa.create_tenant(text, text),
     wa.connect_tenant(uuid, text, text, text),
     wa.disconnect_tenant(uuid),
-    wa.rotate_key()
+    wa.rotate_key(),
+    -- The webhook gateway connects as a member of wa_admin.
+    wa.verify_webhook(text, text, text),
+    wa.ingest_webhook(jsonb),
+    wa.ingest_signed_webhook(text, text)
 TO wa_admin;

@@ -6,13 +6,18 @@
 
 -- Roles are cluster-wide, so they may already exist from another database.
 DO $roles$
+DECLARE
+    r text;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'wa_admin') THEN
-        CREATE ROLE wa_admin NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'wa_app') THEN
-        CREATE ROLE wa_app NOLOGIN;
-    END IF;
+    FOREACH r IN ARRAY ARRAY['wa_admin', 'wa_app'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+            BEGIN
+                EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                NULL;  -- created concurrently by CREATE EXTENSION in another database
+            END;
+        END IF;
+    END LOOP;
 END
 $roles$;
 

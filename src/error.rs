@@ -18,6 +18,13 @@ pub enum WaError {
     /// 55000: something must be set up first (key file, Meta app, connection).
     #[error("{message}")]
     NotReady { message: String, hint: String },
+    /// 28000: a signature or verify token does not match.
+    #[error("{message}")]
+    InvalidAuthorization {
+        message: String,
+        detail: String,
+        hint: String,
+    },
     /// F0000: the key file is unusable.
     #[error("{message}")]
     KeyFile {
@@ -56,6 +63,7 @@ impl WaError {
             WaError::InvalidParameter { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
             WaError::NotReady { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             WaError::KeyFile { .. } => ERRCODE_CONFIG_FILE_ERROR,
+            WaError::InvalidAuthorization { .. } => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
             WaError::Undecryptable { .. } => ERRCODE_DATA_CORRUPTED,
             WaError::Internal(_) => ERRCODE_INTERNAL_ERROR,
         }
@@ -76,7 +84,8 @@ impl WaError {
             }
             WaError::NotReady { hint, .. } => report = report.set_hint(hint),
             WaError::Undecryptable { detail, .. } => report = report.set_detail(detail),
-            WaError::KeyFile { detail, hint, .. } => {
+            WaError::KeyFile { detail, hint, .. }
+            | WaError::InvalidAuthorization { detail, hint, .. } => {
                 report = report.set_detail(detail).set_hint(hint)
             }
             WaError::Internal(_) => {}

@@ -11,8 +11,10 @@ mod authz;
 mod connect;
 mod error;
 mod guc;
+mod ingest;
 mod keys;
 mod rotate;
+mod subxact;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -24,6 +26,10 @@ extension_sql_file!(
     name = "api",
     requires = ["schema", authz::_caller_is_admin]
 );
+// Webhooks in: applying parts (called by src/ingest), wa.ingest_webhook.
+extension_sql_file!("../sql/ingest.sql", name = "ingest", requires = ["schema"]);
+// Reading conversations and messages.
+extension_sql_file!("../sql/read.sql", name = "read", requires = ["api"]);
 // Grants last, when every function exists.
 extension_sql_file!("../sql/grants.sql", name = "grants", finalize);
 

@@ -4,6 +4,8 @@
 //! Each test gets its own database with the extension created, dropped afterwards, so tests
 //! run in parallel without seeing each other's rows. Roles are cluster-wide and shared.
 
+pub mod webhooks;
+
 use postgres::{Client, NoTls};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,0 +1,159 @@
+-- Reading conversations and messages, closing conversations, marking messages read.
+
+-- Row types of the listing functions (PL/pgSQL cannot have an output column named like an
+-- argument, and the contract names both tenant_id / conversation_id).
+CREATE TYPE wa.conversation_summary AS (
+    conversation_id uuid, tenant_id uuid, phone_number_id text, customer_wa_id text,
+    customer_user_id text, customer_name text, status text, last_message_at timestamptz,
+    last_message_preview text, unread_count integer, window_open boolean,
+    window_expires_at timestamptz);
+
+CREATE TYPE wa.message_summary AS (
+    message_id uuid, conversation_id uuid, direction text, type text, content jsonb,
+    status text, wamid text, error jsonb, created_at timestamptz, sent_at timestamptz,
+    delivered_at timestamptz, read_at timestamptz, failed_at timestamptz, context_wamid text,
+    media jsonb, pricing jsonb);
+
+-- Conversations of a tenant, newest first; page with `before` (the last row's
+-- last_message_at).
+CREATE FUNCTION wa.conversations(tenant_id uuid, status text DEFAULT NULL,
+                                 max_rows integer DEFAULT 50, before timestamptz DEFAULT NULL)
+    RETURNS SETOF wa.conversation_summary
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_tenant uuid := wa._authorize_tenant($1);
+    v_status text := $2;
+    v_max integer := $3;
+    v_before timestamptz := $4;
+BEGIN
+    IF v_status IS NOT NULL AND v_status NOT IN ('open', 'closed') THEN
+        RAISE EXCEPTION 'status must be ''open'', ''closed'' or NULL' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF v_max IS NULL OR v_max < 1 OR v_max > 1000 THEN
+        RAISE EXCEPTION 'max_rows must be between 1 and 1000' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    SELECT v.conversation_id, v.tenant_id, v.phone_number_id, c.wa_id, c.user_id,
+           c.profile_name, v.status, v.last_message_at, v.last_message_preview,
+           v.unread_count, COALESCE(v.window_expires_at > now(), false), v.window_expires_at
+      FROM wa.conversations v
+      JOIN wa.contacts c ON c.tenant_id = v.tenant_id AND c.contact_id = v.contact_id
+     WHERE v.tenant_id = v_tenant
+       AND (v_status IS NULL OR v.status = v_status)
+       AND (v_before IS NULL OR v.last_message_at < v_before)
+     ORDER BY v.last_message_at DESC NULLS LAST, v.conversation_id
+     LIMIT v_max;
+END
+$$;
+
+-- Tenant of a conversation, authorised for the caller.
+CREATE FUNCTION wa._authorize_conversation(p_conversation uuid) RETURNS uuid
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_tenant uuid;
+BEGIN
+    IF p_conversation IS NULL THEN
+        RAISE EXCEPTION 'conversation_id must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT v.tenant_id INTO v_tenant FROM wa.conversations v
+     WHERE v.conversation_id OPERATOR(pg_catalog.=) p_conversation;
+    IF v_tenant IS NULL THEN
+        RAISE EXCEPTION 'conversation % does not exist', p_conversation USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN wa._authorize_tenant(v_tenant);
+END
+$$;
+
+-- Messages of a conversation, newest first; page with `before` (the last row's created_at).
+CREATE FUNCTION wa.messages(conversation_id uuid, max_rows integer DEFAULT 50,
+                            before timestamptz DEFAULT NULL)
+    RETURNS SETOF wa.message_summary
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_conversation uuid := $1;
+    v_tenant uuid := wa._authorize_conversation($1);
+    v_max integer := $2;
+    v_before timestamptz := $3;
+BEGIN
+    IF v_max IS NULL OR v_max < 1 OR v_max > 1000 THEN
+        RAISE EXCEPTION 'max_rows must be between 1 and 1000' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    SELECT m.message_id, m.conversation_id, m.direction, m.type, m.content, m.status, m.wamid,
+           m.error, m.created_at, m.sent_at, m.delivered_at, m.read_at, m.failed_at,
+           m.context_wamid, m.media, m.pricing
+      FROM wa.messages m
+     WHERE m.conversation_id = v_conversation
+       AND m.tenant_id = v_tenant
+       AND (v_before IS NULL OR m.created_at < v_before)
+     ORDER BY m.created_at DESC, m.message_id
+     LIMIT v_max;
+END
+$$;
+
+CREATE FUNCTION wa.close_conversation(conversation_id uuid) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_conversation uuid := $1;
+    v_tenant uuid := wa._authorize_conversation($1);
+BEGIN
+    UPDATE wa.conversations v
+       SET status = 'closed', closed_at = now(), updated_at = now()
+     WHERE v.tenant_id OPERATOR(pg_catalog.=) v_tenant
+       AND v.conversation_id OPERATOR(pg_catalog.=) v_conversation
+       AND v.status OPERATOR(pg_catalog.=) 'open';
+    IF FOUND THEN
+        PERFORM pg_notify('wa_events', json_build_object(
+            'kind', 'conversation.closed', 'tenant_id', v_tenant,
+            'conversation_id', v_conversation, 'message_id', NULL)::text);
+    END IF;
+    RETURN FOUND;
+END
+$$;
+
+-- Marks an inbound message, and every earlier inbound message of its conversation, as read,
+-- and recounts the conversation's unread messages. Returns the message id.
+CREATE FUNCTION wa._mark_read_local(p_tenant uuid, p_wamid text) RETURNS uuid
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_message uuid;
+    v_conversation uuid;
+    v_at timestamptz;
+BEGIN
+    SELECT m.message_id, m.conversation_id, m.created_at INTO v_message, v_conversation, v_at
+      FROM wa.messages m
+     WHERE m.tenant_id OPERATOR(pg_catalog.=) p_tenant AND m.wamid OPERATOR(pg_catalog.=) p_wamid
+       AND m.direction OPERATOR(pg_catalog.=) 'inbound';
+    IF v_message IS NULL THEN
+        RAISE EXCEPTION 'no inbound message with wamid % for this tenant', p_wamid
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    UPDATE wa.messages m
+       SET status = 'read', read_at = COALESCE(m.read_at, now()), updated_at = now()
+     WHERE m.conversation_id OPERATOR(pg_catalog.=) v_conversation
+       AND m.tenant_id OPERATOR(pg_catalog.=) p_tenant
+       AND m.direction OPERATOR(pg_catalog.=) 'inbound'
+       AND m.status OPERATOR(pg_catalog.=) 'received'
+       AND m.created_at OPERATOR(pg_catalog.<=) v_at;
+    UPDATE wa.conversations v
+       SET unread_count = (SELECT count(*) FROM wa.messages m
+                            WHERE m.conversation_id OPERATOR(pg_catalog.=) v_conversation
+                              AND m.tenant_id OPERATOR(pg_catalog.=) p_tenant
+                              AND m.direction OPERATOR(pg_catalog.=) 'inbound'
+                              AND m.status OPERATOR(pg_catalog.=) 'received'),
+           updated_at = now()
+     WHERE v.tenant_id OPERATOR(pg_catalog.=) p_tenant
+       AND v.conversation_id OPERATOR(pg_catalog.=) v_conversation;
+    RETURN v_message;
+END
+$$;

@@ -1,0 +1,215 @@
+//! A webhook delivery: store raw → parse → resolve tenant → apply messages, statuses and
+//! account events → notify (NOTIFY is sent by the SQL apply functions, on commit).
+//!
+//! Every delivery is stored in `wa.webhook_events` before it is processed. Parsing is done by
+//! `whatsapp-client`, which never fails a whole delivery for one bad part. All parts of a
+//! delivery are applied in one subtransaction; if PostgreSQL rejects something unexpected, the
+//! parts are applied again one subtransaction each, so a bad part keeps its reason and the rest
+//! still land. Subtransactions are per delivery in the normal case (never per part), so a
+//! 1,000-status delivery does not overflow the backend's subtransaction cache.
+
+mod parts;
+mod store;
+
+use crate::error::{OrRaise, WaError, WaResult};
+use crate::{app_config, subxact};
+use parts::{Part, Planned};
+use pgrx::prelude::*;
+use serde_json::{Value, json};
+use whatsapp_client::signature::{self, SignatureError};
+
+/// What processing one delivery did.
+#[derive(Default)]
+struct Summary {
+    messages: i64,
+    statuses: i64,
+    events: i64,
+    errors: Vec<Value>,
+}
+
+impl Summary {
+    fn to_json(&self, event_id: i64, status: &str) -> Value {
+        json!({
+            "webhook_event_id": event_id,
+            "status": status,
+            "messages": self.messages,
+            "statuses": self.statuses,
+            "events": self.events,
+            "errors": self.errors.len(),
+        })
+    }
+}
+
+fn rejected(event_id: i64, reason: &str, raise: bool) -> WaResult<pgrx::JsonB> {
+    if raise {
+        return Err(WaError::InvalidParameter {
+            message: "payload is not a WhatsApp webhook".into(),
+            detail: Some(reason.to_string()),
+            hint: Some(
+                "wa.ingest_webhook takes the JSON body of a WhatsApp Business Account webhook delivery."
+                    .into(),
+            ),
+        });
+    }
+    store::finish(
+        event_id,
+        "rejected",
+        &json!({ "reason": reason }),
+        &[json!({ "reason": reason })],
+    )?;
+    Ok(pgrx::JsonB(json!({
+        "webhook_event_id": event_id,
+        "status": "rejected",
+        "reason": reason,
+        "messages": 0, "statuses": 0, "events": 0, "errors": 1,
+    })))
+}
+
+/// Parses and applies a stored delivery.
+fn process(event_id: i64, body: &str, raise_on_reject: bool) -> WaResult<pgrx::JsonB> {
+    let root: Value = match serde_json::from_str(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return rejected(
+                event_id,
+                &format!("body is not valid JSON: {e}"),
+                raise_on_reject,
+            );
+        }
+    };
+    let changes = match whatsapp_client::webhook::changes(&root) {
+        Ok(c) => c,
+        Err(e) => return rejected(event_id, &e.to_string(), raise_on_reject),
+    };
+    let has_nul = body.contains("\\u0000");
+    let mut summary = Summary::default();
+    let mut planned: Vec<Planned> = Vec::new();
+    for change in &changes {
+        parts::plan(change, has_nul, &mut planned, &mut summary.errors);
+    }
+    apply(&planned, &mut summary);
+    let status = if summary.errors.is_empty() {
+        "processed"
+    } else {
+        "partial"
+    };
+    let result = summary.to_json(event_id, status);
+    store::finish(event_id, status, &result, &summary.errors)?;
+    Ok(pgrx::JsonB(result))
+}
+
+fn apply(planned: &[Planned], summary: &mut Summary) {
+    if planned.is_empty() {
+        return;
+    }
+    // Fast path: everything in one subtransaction.
+    let all = subxact::run(std::panic::AssertUnwindSafe(|| {
+        let mut router = parts::Router::default();
+        planned
+            .iter()
+            .map(|p| parts::apply(p, &mut router))
+            .collect::<Vec<_>>()
+    }));
+    let outcomes = match all {
+        Ok(outcomes) => outcomes,
+        Err(_) => {
+            // Something in the batch made PostgreSQL raise: isolate it part by part.
+            let mut router = parts::Router::default();
+            planned
+                .iter()
+                .map(|p| {
+                    subxact::run(std::panic::AssertUnwindSafe(|| {
+                        parts::apply(p, &mut router)
+                    }))
+                    .unwrap_or_else(Err)
+                })
+                .collect()
+        }
+    };
+    for (p, outcome) in planned.iter().zip(outcomes) {
+        match outcome {
+            Ok(()) => match p.part {
+                Part::Inbound { .. } => summary.messages += 1,
+                Part::Status { .. } => summary.statuses += 1,
+                _ => summary.events += 1,
+            },
+            Err(reason) => summary.errors.push(json!({ "at": p.at, "reason": reason })),
+        }
+    }
+}
+
+/// Processes the delivery stored as `wa.webhook_events` row `event_id` (used by
+/// `wa.ingest_webhook`). Not for direct use.
+#[pg_extern(security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn _process_webhook(event_id: i64, body: &str) -> pgrx::JsonB {
+    process(event_id, body, true).or_raise()
+}
+
+fn signature_reason(e: &SignatureError) -> &'static str {
+    match e {
+        SignatureError::Missing => "the X-Hub-Signature-256 header is missing",
+        SignatureError::BadPrefix => "the signature does not start with \"sha256=\"",
+        SignatureError::BadHex => "the signature is not hexadecimal",
+        SignatureError::Mismatch => "the signature does not match the body",
+        SignatureError::EmptySecret => "the app secret is empty",
+    }
+}
+
+fn ingest_signed(body: &str, signature_header: Option<&str>) -> WaResult<pgrx::JsonB> {
+    let secret = app_config::app_secret("app_secret")?;
+    if let Err(e) = signature::verify(&secret, body.as_bytes(), signature_header) {
+        // Nothing is stored: an unauthenticated caller must not be able to fill the log.
+        return Err(WaError::InvalidAuthorization {
+            message: "invalid webhook signature".into(),
+            detail: signature_reason(&e).into(),
+            hint: "Meta signs the raw request body with the app secret; pass the body exactly as received."
+                .into(),
+        });
+    }
+    let event_id = store::store_signed(body)?;
+    process(event_id, body, false)
+}
+
+/// Verifies `X-Hub-Signature-256` over the raw body with the app secret, stores the delivery
+/// as trusted and processes it. A bad signature is an error (SQLSTATE 28000) and stores
+/// nothing; a signed body that is not a WhatsApp webhook is kept as `rejected` with its reason.
+#[pg_extern(security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn ingest_signed_webhook(body: &str, signature: Option<&str>) -> pgrx::JsonB {
+    ingest_signed(body, signature).or_raise()
+}
+
+fn verify(mode: Option<&str>, token: Option<&str>, challenge: Option<&str>) -> WaResult<String> {
+    if mode != Some("subscribe") {
+        return Err(WaError::invalid("hub.mode must be \"subscribe\""));
+    }
+    let challenge = challenge
+        .filter(|c| !c.is_empty() && c.len() <= 512)
+        .ok_or_else(|| WaError::invalid("hub.challenge must be 1 to 512 characters"))?;
+    let expected = app_config::app_secret("verify_token")?;
+    let given = token.unwrap_or("").as_bytes();
+    use subtle::ConstantTimeEq;
+    if expected.len() != given.len() || !bool::from(expected.as_slice().ct_eq(given)) {
+        return Err(WaError::InvalidAuthorization {
+            message: "webhook verify token does not match".into(),
+            detail: "The hub.verify_token sent by Meta differs from the one in wa.configure_app."
+                .into(),
+            hint: "Use the same verify token in the Meta app dashboard and wa.configure_app."
+                .into(),
+        });
+    }
+    Ok(challenge.to_string())
+}
+
+/// The webhook subscription handshake (GET): returns the challenge when the verify token
+/// matches the app's, an error (SQLSTATE 28000) otherwise.
+#[pg_extern(security_definer, stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn verify_webhook(
+    mode: Option<&str>,
+    verify_token: Option<&str>,
+    challenge: Option<&str>,
+) -> String {
+    verify(mode, verify_token, challenge).or_raise()
+}

@@ -1,0 +1,561 @@
+//! From parsed changes to the parts we apply, and applying each with the SQL functions in
+//! `sql/ingest.sql`.
+
+use pgrx::prelude::*;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use whatsapp_client::webhook::{Change, ChangeValue, MessagesValue};
+
+/// One thing to apply, with where it came from in the delivery.
+pub struct Planned {
+    pub at: String,
+    pub part: Part,
+}
+
+pub enum Part {
+    Inbound {
+        phone: String,
+        wamid: String,
+        wa_id: Option<String>,
+        user_id: Option<String>,
+        name: Option<String>,
+        username: Option<String>,
+        kind: String,
+        content: Value,
+        timestamp: Option<i64>,
+        context_wamid: Option<String>,
+        preview: String,
+    },
+    Status {
+        phone: String,
+        wamid: String,
+        status: String,
+        timestamp: Option<i64>,
+        callback: Option<String>,
+        pricing: Option<Value>,
+        conversation: Option<Value>,
+        errors: Option<Value>,
+        raw: Value,
+    },
+    Account {
+        waba: Option<String>,
+        event: String,
+        detail: Value,
+    },
+    Template {
+        waba: Option<String>,
+        template_id: String,
+        name: Option<String>,
+        language: Option<String>,
+        status: Option<String>,
+        quality: Option<String>,
+        category: Option<String>,
+        reason: Option<String>,
+    },
+    Number {
+        waba: Option<String>,
+        display: String,
+        event: Option<String>,
+        limit: Option<String>,
+        verified_name: Option<String>,
+        name_status: Option<String>,
+    },
+    /// Recorded in the tenant's account events only (capabilities, preferences, errors).
+    Note {
+        waba: Option<String>,
+        phone: Option<String>,
+        kind: String,
+        detail: Value,
+    },
+    /// A field we do not model: kept in the raw log, counted as an event.
+    Ignored,
+}
+
+/// Replaces NUL characters, which jsonb cannot store, in every string of a JSON value.
+fn without_nul(value: &Value) -> Value {
+    match value {
+        Value::String(s) if s.contains('\0') => Value::String(s.replace('\0', "\u{FFFD}")),
+        Value::Array(items) => Value::Array(items.iter().map(without_nul).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.replace('\0', "\u{FFFD}"), without_nul(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn owned(s: Option<&str>) -> Option<String> {
+    s.map(str::to_owned)
+}
+
+/// Message types become a CHECKed identifier: lower case letters and '_' only.
+fn type_name(kind: &str) -> String {
+    let t: String = kind
+        .chars()
+        .take(40)
+        .map(|c| {
+            if c.is_ascii_alphabetic() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if t.is_empty() { "unknown".into() } else { t }
+}
+
+fn at(change: &Change<'_>, part: &str) -> String {
+    format!(
+        "entry[{}].changes[{}]{}",
+        change.entry_index, change.change_index, part
+    )
+}
+
+/// Turns one change into parts to apply; what cannot be read goes to `errors`.
+pub fn plan(change: &Change<'_>, has_nul: bool, out: &mut Vec<Planned>, errors: &mut Vec<Value>) {
+    let clean = |v: &Value| if has_nul { without_nul(v) } else { v.clone() };
+    let entry_waba = change.entry_id.as_deref().map(str::to_owned);
+    match &change.value {
+        ChangeValue::Messages(value) => plan_messages(change, value, &clean, out, errors),
+        ChangeValue::UserPreferences(value) => {
+            for (i, pref) in value.user_preferences.iter().enumerate() {
+                match pref {
+                    Ok(p) => out.push(Planned {
+                        at: at(change, &format!(".user_preferences[{i}]")),
+                        part: Part::Note {
+                            waba: entry_waba.clone(),
+                            phone: owned(value.phone_number_id),
+                            kind: "user_preferences".into(),
+                            detail: clean(p.raw),
+                        },
+                    }),
+                    Err(e) => errors.push(json!({
+                        "at": at(change, &format!(".user_preferences[{}]", e.index)),
+                        "reason": e.reason,
+                    })),
+                }
+            }
+        }
+        ChangeValue::AccountUpdate(update) => match update.event {
+            Some(event) => out.push(Planned {
+                at: at(change, ""),
+                part: Part::Account {
+                    waba: update
+                        .waba_id_or_entry(change.entry_id.as_deref())
+                        .map(|w| w.into_owned()),
+                    event: event.to_string(),
+                    detail: clean(update.raw),
+                },
+            }),
+            None => errors.push(json!({ "at": at(change, ""), "reason": "account_update has no event" })),
+        },
+        ChangeValue::TemplateStatus(t) => plan_template(
+            change,
+            t.template_id.as_deref(),
+            Part::Template {
+                waba: entry_waba,
+                template_id: String::new(),
+                name: owned(t.template_name),
+                language: owned(t.language),
+                status: owned(t.event),
+                quality: None,
+                category: owned(t.category),
+                reason: owned(t.reason),
+            },
+            out,
+            errors,
+        ),
+        ChangeValue::TemplateQuality(t) => plan_template(
+            change,
+            t.template_id.as_deref(),
+            Part::Template {
+                waba: entry_waba,
+                template_id: String::new(),
+                name: owned(t.template_name),
+                language: owned(t.language),
+                status: None,
+                quality: owned(t.new_quality_score),
+                category: None,
+                reason: None,
+            },
+            out,
+            errors,
+        ),
+        ChangeValue::TemplateCategory(t) => plan_template(
+            change,
+            t.template_id.as_deref(),
+            Part::Template {
+                waba: entry_waba,
+                template_id: String::new(),
+                name: owned(t.template_name),
+                language: owned(t.language),
+                status: None,
+                quality: None,
+                category: owned(t.new_category),
+                reason: None,
+            },
+            out,
+            errors,
+        ),
+        ChangeValue::PhoneNumberQuality(q) => match &q.display_phone_number {
+            Some(display) => out.push(Planned {
+                at: at(change, ""),
+                part: Part::Number {
+                    waba: entry_waba,
+                    display: display.to_string(),
+                    event: owned(q.event),
+                    limit: owned(q.current_limit),
+                    verified_name: None,
+                    name_status: None,
+                },
+            }),
+            None => errors.push(json!({ "at": at(change, ""), "reason": "phone_number_quality_update has no display_phone_number" })),
+        },
+        ChangeValue::PhoneNumberName(n) => match &n.display_phone_number {
+            Some(display) => out.push(Planned {
+                at: at(change, ""),
+                part: Part::Number {
+                    waba: entry_waba,
+                    display: display.to_string(),
+                    event: None,
+                    limit: None,
+                    verified_name: owned(n.requested_verified_name),
+                    name_status: owned(n.decision),
+                },
+            }),
+            None => errors.push(json!({ "at": at(change, ""), "reason": "phone_number_name_update has no display_phone_number" })),
+        },
+        ChangeValue::BusinessCapability(b) => out.push(Planned {
+            at: at(change, ""),
+            part: Part::Note {
+                waba: entry_waba,
+                phone: None,
+                kind: "business_capability_update".into(),
+                detail: clean(b.raw),
+            },
+        }),
+        ChangeValue::Unknown { .. } => out.push(Planned { at: at(change, ""), part: Part::Ignored }),
+        ChangeValue::Invalid { reason, .. } => {
+            errors.push(json!({ "at": at(change, ""), "reason": reason }))
+        }
+    }
+}
+
+fn plan_template(
+    change: &Change<'_>,
+    template_id: Option<&str>,
+    mut part: Part,
+    out: &mut Vec<Planned>,
+    errors: &mut Vec<Value>,
+) {
+    match template_id {
+        Some(id) if !id.is_empty() => {
+            if let Part::Template { template_id, .. } = &mut part {
+                *template_id = id.to_string();
+            }
+            out.push(Planned {
+                at: at(change, ""),
+                part,
+            });
+        }
+        _ => errors.push(
+            json!({ "at": at(change, ""), "reason": "template update has no message_template_id" }),
+        ),
+    }
+}
+
+fn plan_messages(
+    change: &Change<'_>,
+    value: &MessagesValue<'_>,
+    clean: &dyn Fn(&Value) -> Value,
+    out: &mut Vec<Planned>,
+    errors: &mut Vec<Value>,
+) {
+    let Some(phone) = value.phone_number_id else {
+        errors.push(json!({ "at": at(change, ".metadata"), "reason": "messages value has no metadata.phone_number_id" }));
+        return;
+    };
+    for (i, message) in value.messages.iter().enumerate() {
+        match message {
+            Ok(m) => {
+                let contact = value.contact(m.from_user_id, m.from);
+                out.push(Planned {
+                    at: at(change, &format!(".messages[{i}]")),
+                    part: Part::Inbound {
+                        phone: phone.to_string(),
+                        wamid: m.id.to_string(),
+                        wa_id: owned(m.from).or_else(|| contact.and_then(|c| owned(c.wa_id))),
+                        user_id: owned(m.from_user_id)
+                            .or_else(|| contact.and_then(|c| owned(c.user_id))),
+                        name: contact.and_then(|c| owned(c.name)),
+                        username: contact.and_then(|c| owned(c.username)),
+                        kind: type_name(m.kind),
+                        content: clean(m.raw),
+                        timestamp: m.timestamp,
+                        context_wamid: m.context.as_ref().and_then(|c| owned(c.id)),
+                        preview: m.preview().replace('\0', "\u{FFFD}"),
+                    },
+                });
+            }
+            Err(e) => errors.push(json!({
+                "at": at(change, &format!(".messages[{}]", e.index)),
+                "reason": e.reason,
+            })),
+        }
+    }
+    for (i, status) in value.statuses.iter().enumerate() {
+        match status {
+            Ok(s) => {
+                let raw = clean(s.raw);
+                out.push(Planned {
+                    at: at(change, &format!(".statuses[{i}]")),
+                    part: Part::Status {
+                        phone: phone.to_string(),
+                        wamid: s.id.to_string(),
+                        status: s.status.as_str().to_string(),
+                        timestamp: s.timestamp,
+                        callback: owned(s.biz_opaque_callback_data),
+                        pricing: raw.get("pricing").cloned(),
+                        conversation: raw.get("conversation").cloned(),
+                        errors: raw.get("errors").cloned(),
+                        raw,
+                    },
+                });
+            }
+            Err(e) => errors.push(json!({
+                "at": at(change, &format!(".statuses[{}]", e.index)),
+                "reason": e.reason,
+            })),
+        }
+    }
+    for e in value.contacts.iter().filter_map(|c| c.as_ref().err()) {
+        errors.push(
+            json!({ "at": at(change, &format!(".contacts[{}]", e.index)), "reason": e.reason }),
+        );
+    }
+    if !value.errors.is_empty() {
+        out.push(Planned {
+            at: at(change, ".errors"),
+            part: Part::Note {
+                waba: change.entry_id.as_deref().map(str::to_owned),
+                phone: Some(phone.to_string()),
+                kind: "webhook_errors".into(),
+                detail: clean(value.raw.get("errors").unwrap_or(&Value::Null)),
+            },
+        });
+    }
+}
+
+/// Tenant lookups, cached for one delivery (a batch usually names one number many times).
+#[derive(Default)]
+pub struct Router {
+    cache: HashMap<(&'static str, String), Option<pgrx::Uuid>>,
+}
+
+impl Router {
+    fn tenant(&mut self, kind: &'static str, id: &str) -> Result<Option<pgrx::Uuid>, String> {
+        if let Some(t) = self.cache.get(&(kind, id.to_string())) {
+            return Ok(*t);
+        }
+        let t = Spi::get_one_with_args::<pgrx::Uuid>(
+            "SELECT wa._route($1, $2)",
+            &[kind.into(), id.into()],
+        )
+        .map_err(|e| e.to_string())?;
+        self.cache.insert((kind, id.to_string()), t);
+        Ok(t)
+    }
+
+    fn require(&mut self, kind: &'static str, id: &str) -> Result<pgrx::Uuid, String> {
+        self.tenant(kind, id)?.ok_or_else(|| {
+            let what = if kind == "waba" {
+                "WABA"
+            } else {
+                "phone number id"
+            };
+            format!("no tenant is connected to {what} {id}")
+        })
+    }
+
+    /// The tenant of a WABA, or else of a phone number.
+    fn either(&mut self, waba: Option<&str>, phone: Option<&str>) -> Result<pgrx::Uuid, String> {
+        if let Some(w) = waba
+            && let Some(t) = self.tenant("waba", w)?
+        {
+            return Ok(t);
+        }
+        if let Some(p) = phone
+            && let Some(t) = self.tenant("phone_number", p)?
+        {
+            return Ok(t);
+        }
+        Err(format!(
+            "no tenant is connected to WABA {} or phone number id {}",
+            waba.unwrap_or("-"),
+            phone.unwrap_or("-")
+        ))
+    }
+}
+
+fn spi<T>(r: Result<T, pgrx::spi::SpiError>) -> Result<T, String> {
+    r.map_err(|e| e.to_string())
+}
+
+/// Applies one part. A PostgreSQL error inside raises (the caller's subtransaction catches
+/// it); an expected problem (unknown tenant) is returned as the part's reason.
+pub fn apply(planned: &Planned, router: &mut Router) -> Result<(), String> {
+    match &planned.part {
+        Part::Inbound {
+            phone,
+            wamid,
+            wa_id,
+            user_id,
+            name,
+            username,
+            kind,
+            content,
+            timestamp,
+            context_wamid,
+            preview,
+        } => {
+            let tenant = router.require("phone_number", phone)?;
+            spi(Spi::get_one_with_args::<pgrx::Uuid>(
+                "SELECT wa._apply_inbound($1, $2, $3, $4, $5, $6, $7, $8, $9,
+                        COALESCE(pg_catalog.to_timestamp($10::double precision), pg_catalog.now()), $11, $12)",
+                &[
+                    tenant.into(), phone.as_str().into(), wamid.as_str().into(), wa_id.clone().into(),
+                    user_id.clone().into(), name.clone().into(), username.clone().into(),
+                    kind.as_str().into(), pgrx::JsonB(content.clone()).into(),
+                    timestamp.map(|t| t as f64).into(), context_wamid.clone().into(), preview.as_str().into(),
+                ],
+            ))?;
+            Ok(())
+        }
+        Part::Status {
+            phone,
+            wamid,
+            status,
+            timestamp,
+            callback,
+            pricing,
+            conversation,
+            errors,
+            raw,
+        } => {
+            let tenant = router.require("phone_number", phone)?;
+            spi(Spi::get_one_with_args::<String>(
+                "SELECT wa._apply_status($1, $2, $3,
+                        COALESCE(pg_catalog.to_timestamp($4::double precision), pg_catalog.now()),
+                        $5, $6, $7, $8, $9)",
+                &[
+                    tenant.into(),
+                    wamid.as_str().into(),
+                    status.as_str().into(),
+                    timestamp.map(|t| t as f64).into(),
+                    callback.clone().into(),
+                    pricing.clone().map(pgrx::JsonB).into(),
+                    conversation.clone().map(pgrx::JsonB).into(),
+                    errors.clone().map(pgrx::JsonB).into(),
+                    pgrx::JsonB(raw.clone()).into(),
+                ],
+            ))?;
+            Ok(())
+        }
+        Part::Account {
+            waba,
+            event,
+            detail,
+        } => {
+            let waba = waba.as_deref().ok_or("account_update names no WABA")?;
+            let tenant = router.require("waba", waba)?;
+            spi(Spi::get_one_with_args::<String>(
+                "SELECT wa._apply_account_update($1, $2, $3, $4)",
+                &[
+                    tenant.into(),
+                    waba.into(),
+                    event.as_str().into(),
+                    pgrx::JsonB(detail.clone()).into(),
+                ],
+            ))?;
+            Ok(())
+        }
+        Part::Template {
+            waba,
+            template_id,
+            name,
+            language,
+            status,
+            quality,
+            category,
+            reason,
+        } => {
+            let waba_id = waba
+                .as_deref()
+                .ok_or("template update names no WABA (entry.id)")?;
+            let tenant = router.require("waba", waba_id)?;
+            spi(Spi::run_with_args(
+                "SELECT wa._apply_template_update($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    tenant.into(),
+                    waba_id.into(),
+                    template_id.as_str().into(),
+                    name.clone().into(),
+                    language.clone().into(),
+                    status.clone().into(),
+                    quality.clone().into(),
+                    category.clone().into(),
+                    reason.clone().into(),
+                ],
+            ))
+        }
+        Part::Number {
+            waba,
+            display,
+            event,
+            limit,
+            verified_name,
+            name_status,
+        } => {
+            let waba_id = waba
+                .as_deref()
+                .ok_or("phone number update names no WABA (entry.id)")?;
+            let tenant = router.require("waba", waba_id)?;
+            let updated = spi(Spi::get_one_with_args::<i32>(
+                "SELECT wa._apply_number_update($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    tenant.into(),
+                    waba_id.into(),
+                    display.as_str().into(),
+                    event.clone().into(),
+                    limit.clone().into(),
+                    verified_name.clone().into(),
+                    name_status.clone().into(),
+                ],
+            ))?;
+            if updated == Some(0) {
+                return Err(format!(
+                    "no phone number {display} is known in WABA {waba_id}"
+                ));
+            }
+            Ok(())
+        }
+        Part::Note {
+            waba,
+            phone,
+            kind,
+            detail,
+        } => {
+            let tenant = router.either(waba.as_deref(), phone.as_deref())?;
+            spi(Spi::run_with_args(
+                "INSERT INTO wa.account_events (tenant_id, kind, detail) VALUES ($1, $2, $3)",
+                &[
+                    tenant.into(),
+                    kind.as_str().into(),
+                    pgrx::JsonB(detail.clone()).into(),
+                ],
+            ))
+        }
+        Part::Ignored => Ok(()),
+    }
+}
