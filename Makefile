@@ -9,11 +9,14 @@ export CARGO_TERM_COLOR := never
 PG_CONFIG    := /usr/lib/postgresql/15/bin/pg_config
 PGTEST_DIR   := /var/tmp/whatsapp_pg-pgtest
 PGRX_DATA    := /var/tmp/whatsapp_pg-pgrx-data
-IT_ENV       := WA_CLUSTER_DIR=/var/tmp/whatsapp_pg-it WA_PORT=55433 WA_DATABASE=wa_it
+IT_ENV       := WA_CLUSTER_DIR=/var/tmp/whatsapp_pg-it WA_PORT=55433 WA_DATABASE=wa_it WA_EXTRA_CONF="wa.allow_any_database = on"
 
-.PHONY: test bootstrap lint unit pgtest install it it-cluster demo demo-stop clean-clusters
+GW_ENV       := WA_CLUSTER_DIR=/var/tmp/whatsapp_pg-gw WA_PORT=55434 WA_DATABASE=wa_gw WA_EXTRA_CONF="wa.allow_any_database = on"
+GW_DSN       := host=127.0.0.1 port=55434 user=postgres dbname=postgres
 
-test: bootstrap lint unit pgtest it
+.PHONY: test bootstrap lint unit pgtest install it gateway-test demo demo-stop bench-ingest bench-send
+
+test: bootstrap lint unit pgtest it gateway-test
 	@echo "make test: all suites passed"
 
 bootstrap:
@@ -45,8 +48,17 @@ it: install
 	WA_IT_DIR=/var/tmp/whatsapp_pg-it WA_IT_PORT=55433 cargo test -p wa-integration-tests || { $(IT_ENV) scripts/cluster.sh stop; exit 1; }
 	@$(IT_ENV) scripts/cluster.sh stop
 
+# The webhook gateway over HTTP, and the Connect WhatsApp component in headless Chromium,
+# against a cluster with the extension and graph-sim.
+gateway-test: install
+	@$(GW_ENV) scripts/cluster.sh destroy
+	@$(GW_ENV) scripts/cluster.sh start
+	WA_GATEWAY_TEST_DSN='$(GW_DSN)' cargo test -p whatsapp-gateway || { $(GW_ENV) scripts/cluster.sh stop; exit 1; }
+	WA_GATEWAY_TEST_DSN='$(GW_DSN)' bash frontend/test/run.sh || { $(GW_ENV) scripts/cluster.sh stop; exit 1; }
+	@$(GW_ENV) scripts/cluster.sh stop
+
 demo: bootstrap install
 	@bash scripts/demo.sh
 
 demo-stop:
-	@scripts/cluster.sh stop
+	@bash scripts/demo-stop.sh

@@ -38,13 +38,16 @@ unix_socket_directories = '$DIR'
 shared_preload_libraries = 'whatsapp_pg'
 max_connections = 200
 fsync = off
-synchronous_commit = off
 full_page_writes = off
 log_min_messages = warning
 log_line_prefix = '%m [%p] %q%u@%d '
 wa.key_file = '$KEY'
 wa.database = '$DB'
 CONF
+        # Extra settings, one per line (e.g. "wa.allow_any_database = on" for test clusters).
+        if [ -n "${WA_EXTRA_CONF:-}" ]; then
+            printf '%s\n' "$WA_EXTRA_CONF" >> "$DATA/postgresql.conf"
+        fi
         if [ -n "${WA_GRAPH_API_URL:-}" ]; then
             echo "wa.graph_api_url = '$WA_GRAPH_API_URL'" >> "$DATA/postgresql.conf"
         fi

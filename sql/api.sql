@@ -187,6 +187,11 @@ BEGIN
             source = EXCLUDED.source, updated_at = now();
     UPDATE wa.tenants t SET state = p_state, last_error = NULL, updated_at = now()
      WHERE t.tenant_id OPERATOR(pg_catalog.=) p_tenant;
+    IF p_state = 'connected' THEN
+        -- Messages held while the token was revoked go out with the new one.
+        PERFORM wa._release_held(p_tenant);
+        PERFORM wa._wake_worker_on_commit();
+    END IF;
     INSERT INTO wa.account_events (tenant_id, kind, detail)
     VALUES (p_tenant, 'connection.' || p_source,
             jsonb_build_object('waba_id', p_waba, 'phone_number_id', p_phone, 'state', p_state));

@@ -11,7 +11,12 @@ GRANT EXECUTE ON FUNCTION
     wa.conversations(uuid, text, integer, timestamptz),
     wa.messages(uuid, integer, timestamptz),
     wa.close_conversation(uuid),
-    wa.status_rank(text)
+    wa.status_rank(text),
+    wa.send_message(uuid, text, jsonb, text, text),
+    wa.send_text(uuid, text, text),
+    wa.send_template(uuid, text, text, text, jsonb),
+    wa.mark_read(uuid, text, boolean),
+    wa.retry_failed(uuid)
 TO wa_app, wa_admin;
 GRANT SELECT ON wa.tenant_connections TO wa_app, wa_admin;
 
@@ -25,5 +30,7 @@ GRANT EXECUTE ON FUNCTION
     -- The webhook gateway connects as a member of wa_admin.
     wa.verify_webhook(text, text, text),
     wa.ingest_webhook(jsonb),
-    wa.ingest_signed_webhook(text, text)
+    wa.ingest_signed_webhook(text, text),
+    wa.exchange_code(uuid, text, text, text),
+    wa.worker_status()
 TO wa_admin;

@@ -149,6 +149,12 @@ BEGIN
     IF v_message IS NULL THEN
         RETURN NULL;
     END IF;
+    -- Meta's media URLs expire within minutes: the worker fetches the file right away.
+    IF p_type IN ('image', 'audio', 'video', 'document', 'sticker')
+       AND p_content -> p_type ->> 'id' IS NOT NULL THEN
+        INSERT INTO wa.outbox (tenant_id, kind, message_id, phone_number_id, payload)
+        VALUES (p_tenant, 'media_download', v_message, p_phone, p_content -> p_type ->> 'id');
+    END IF;
     UPDATE wa.conversations v
        SET status = 'open',
            closed_at = NULL,
@@ -319,6 +325,13 @@ BEGIN
     INSERT INTO wa.account_events (tenant_id, kind, detail)
     VALUES (p_tenant, 'account_update.' || lower(p_event), p_detail);
     IF v_new IS DISTINCT FROM v_state THEN
+        -- Sending stops while the account cannot send, and resumes when it can again.
+        IF v_new IN ('action_required', 'disconnected') THEN
+            UPDATE wa.outbox o SET next_attempt_at = 'infinity'
+             WHERE o.tenant_id OPERATOR(pg_catalog.=) p_tenant AND o.failed_at IS NULL;
+        ELSIF v_new = 'connected' THEN
+            PERFORM wa._release_held(p_tenant);
+        END IF;
         UPDATE wa.tenants t
            SET state = v_new,
                last_error = CASE WHEN v_new = 'action_required'

@@ -21,6 +21,22 @@ BEGIN
 END
 $roles$;
 
+-- The background worker serves one database (wa.database); creating the extension elsewhere
+-- is almost always a mistake, as in pg_cron. (Test clusters set wa.allow_any_database.)
+DO $database$
+BEGIN
+    IF current_setting('wa.database', true) IS NOT NULL
+       AND current_database() OPERATOR(pg_catalog.<>) current_setting('wa.database', true)
+       AND COALESCE(current_setting('wa.allow_any_database', true), 'off') NOT IN ('on', 'true', '1') THEN
+        RAISE EXCEPTION 'can only create extension in database %', current_setting('wa.database', true)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'whatsapp_pg''s background worker serves the database named by wa.database.',
+                  HINT = format('Add wa.database = ''%s'' to postgresql.conf and restart, or create the extension in %s.',
+                                current_database(), current_setting('wa.database', true));
+    END IF;
+END
+$database$;
+
 REVOKE ALL ON SCHEMA wa FROM PUBLIC;
 GRANT USAGE ON SCHEMA wa TO wa_admin, wa_app;
 
@@ -210,14 +226,44 @@ CREATE TABLE wa.outbox (
     recipient            text,
     payload              text NOT NULL,
     attempts             integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    -- Due time; a claim moves it forward by the lease (a crashed claim becomes due again);
+    -- 'infinity' while the tenant's queue is held (token revoked) or after a permanent failure.
     next_attempt_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    lease_until          timestamptz,
+    failed_at            timestamptz,
     last_error           jsonb,
     created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (tenant_id, outbox_id),
     FOREIGN KEY (tenant_id, message_id) REFERENCES wa.messages ON DELETE CASCADE
 );
 CREATE INDEX outbox_due_idx ON wa.outbox (next_attempt_at, outbox_id);
+
+-- Inbound media downloaded by the worker (Meta's media URLs expire within minutes).
+CREATE TABLE wa.media (
+    tenant_id            uuid NOT NULL REFERENCES wa.tenants ON DELETE CASCADE,
+    media_id             text NOT NULL,
+    mime_type            text,
+    sha256               text,
+    size_bytes           bigint,
+    content              bytea,
+    downloaded_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (tenant_id, media_id)
+);
+
+-- What the background worker last reported about itself (one row, written about once a
+-- second while it works): counters, last error, per-number rate-limit state.
+CREATE TABLE wa.worker_state (
+    singleton            boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    pid                  integer,
+    started_at           timestamptz,
+    heartbeat_at         timestamptz,
+    sent                 bigint NOT NULL DEFAULT 0,
+    failed               bigint NOT NULL DEFAULT 0,
+    retried              bigint NOT NULL DEFAULT 0,
+    media_downloaded     bigint NOT NULL DEFAULT 0,
+    last_error           jsonb,
+    last_error_at        timestamptz,
+    rate_limits          jsonb NOT NULL DEFAULT '{}'
+);
 
 -- Statuses that arrived before the message they describe was known; applied when it is.
 CREATE TABLE wa.pending_statuses (
@@ -282,7 +328,7 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['tenants', 'wabas', 'phone_numbers', 'routes', 'credentials',
-                             'contacts', 'conversations', 'messages', 'outbox',
+                             'contacts', 'conversations', 'messages', 'outbox', 'media',
                              'pending_statuses', 'templates', 'account_events']
     LOOP
         EXECUTE pg_catalog.format('ALTER TABLE wa.%I ENABLE ROW LEVEL SECURITY', t);
@@ -298,6 +344,9 @@ $rls$;
 ALTER TABLE wa.app_config ENABLE ROW LEVEL SECURITY;
 ALTER TABLE wa.app_config FORCE ROW LEVEL SECURITY;
 CREATE POLICY admin_all ON wa.app_config TO wa_admin USING (true) WITH CHECK (true);
+ALTER TABLE wa.worker_state ENABLE ROW LEVEL SECURITY;
+ALTER TABLE wa.worker_state FORCE ROW LEVEL SECURITY;
+CREATE POLICY admin_all ON wa.worker_state TO wa_admin USING (true) WITH CHECK (true);
 ALTER TABLE wa.webhook_events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE wa.webhook_events FORCE ROW LEVEL SECURITY;
 CREATE POLICY admin_all ON wa.webhook_events TO wa_admin USING (true) WITH CHECK (true);
@@ -307,7 +356,7 @@ CREATE POLICY admin_all ON wa.webhook_events TO wa_admin USING (true) WITH CHECK
 REVOKE ALL ON ALL TABLES IN SCHEMA wa FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA wa FROM PUBLIC;
 GRANT SELECT ON wa.tenants, wa.wabas, wa.phone_numbers, wa.contacts, wa.conversations,
-    wa.messages, wa.templates, wa.account_events TO wa_app;
+    wa.messages, wa.templates, wa.account_events, wa.media TO wa_app;
 GRANT SELECT ON ALL TABLES IN SCHEMA wa TO wa_admin;
 -- Admins see that secrets exist and under which key, never plaintext (there is none to see).
 REVOKE SELECT ON wa.credentials FROM wa_admin;
@@ -331,6 +380,32 @@ SELECT pg_catalog.pg_extension_config_dump('wa.pending_statuses', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.templates', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.account_events', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.webhook_events', '');
+SELECT pg_catalog.pg_extension_config_dump('wa.media', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.outbox_outbox_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.account_events_account_event_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.webhook_events_webhook_event_id_seq', '');
+
+-- Embedded Signup progress per tenant: each step's completion time, so that calling
+-- wa.exchange_code again resumes at the step that failed instead of redoing the others.
+CREATE TABLE wa.signups (
+    tenant_id            uuid PRIMARY KEY REFERENCES wa.tenants ON DELETE CASCADE,
+    code_sha256          text,
+    waba_id              text,
+    phone_number_id      text,
+    token_at             timestamptz,
+    access_checked_at    timestamptz,
+    subscribed_at        timestamptz,
+    registered_at        timestamptz,
+    info_at              timestamptz,
+    completed_at         timestamptz,
+    last_error           jsonb,
+    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+ALTER TABLE wa.signups ENABLE ROW LEVEL SECURITY;
+ALTER TABLE wa.signups FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON wa.signups FOR SELECT TO wa_app
+    USING (tenant_id OPERATOR(pg_catalog.=) wa.current_tenant_id());
+CREATE POLICY admin_all ON wa.signups TO wa_admin USING (true) WITH CHECK (true);
+GRANT SELECT ON wa.signups TO wa_app, wa_admin;
+SELECT pg_catalog.pg_extension_config_dump('wa.signups', '');

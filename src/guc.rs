@@ -11,6 +11,7 @@ pub static GRAPH_API_URL: GucSetting<Option<CString>> =
 pub static GRAPH_API_VERSION: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"v25.0"));
 pub static TENANT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static ALLOW_ANY_DATABASE: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static WORKER_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static WORKER_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(16);
 pub static RATE_LIMIT_PER_NUMBER: GucSetting<i32> = GucSetting::<i32>::new(80);
@@ -33,6 +34,14 @@ pub fn register() {
         c"The extension can only be created in this database.",
         &DATABASE,
         GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"wa.allow_any_database",
+        c"Allows CREATE EXTENSION in databases other than wa.database (test clusters).",
+        c"Only the database named by wa.database is served by the background worker.",
+        &ALLOW_ANY_DATABASE,
+        GucContext::Sighup,
         GucFlags::default(),
     );
     GucRegistry::define_string_guc(

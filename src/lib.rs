@@ -14,7 +14,10 @@ mod guc;
 mod ingest;
 mod keys;
 mod rotate;
+mod send;
+mod signup;
 mod subxact;
+mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -28,6 +31,12 @@ extension_sql_file!(
 );
 // Webhooks in: applying parts (called by src/ingest), wa.ingest_webhook.
 extension_sql_file!("../sql/ingest.sql", name = "ingest", requires = ["schema"]);
+// Sending and operations.
+extension_sql_file!(
+    "../sql/send.sql",
+    name = "send",
+    requires = ["read", "ingest"]
+);
 // Reading conversations and messages.
 extension_sql_file!("../sql/read.sql", name = "read", requires = ["api"]);
 // Grants last, when every function exists.
@@ -36,6 +45,10 @@ extension_sql_file!("../sql/grants.sql", name = "grants", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
+    // SAFETY: reading a flag PostgreSQL sets while it loads shared_preload_libraries.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        worker::register();
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -53,6 +66,8 @@ pub mod pg_test {
             // Created by `make pgtest` before the test cluster starts.
             "wa.key_file = '/var/tmp/whatsapp_pg-pgtest/master.key'",
             "wa.database = 'pgrx_tests'",
+            // No Graph API here: the worker's requests fail fast and are retried.
+            "wa.graph_api_url = 'http://127.0.0.1:9'",
         ]
     }
 }

@@ -41,7 +41,10 @@ fn two_tenants(db: &TestDb) -> (String, String) {
              INSERT INTO wa.templates (tenant_id, waba_id, template_id, name, language)
              VALUES ('{tenant}', '{waba}', 'tpl-{waba}', 'welcome', 'en_US');
              INSERT INTO wa.pending_statuses (tenant_id, wamid, status, status_payload)
-             VALUES ('{tenant}', 'wamid.unknown.{tenant}', 'delivered', '{{}}');"
+             VALUES ('{tenant}', 'wamid.unknown.{tenant}', 'delivered', '{{}}');
+             INSERT INTO wa.media (tenant_id, media_id, mime_type, size_bytes, content)
+             VALUES ('{tenant}', 'media-{phone}', 'image/jpeg', 3, '\\x010203');
+             INSERT INTO wa.signups (tenant_id, waba_id) VALUES ('{tenant}', '{waba}');"
         ))
         .unwrap();
         ids.push(tenant);
@@ -284,6 +287,8 @@ fn pg_dump_round_trip_keeps_rows_and_leaks_no_secret() {
             "pending_statuses",
             "account_events",
             "app_config",
+            "media",
+            "signups",
         ]
         .iter()
         .map(|t| {

@@ -88,6 +88,10 @@ fn process(event_id: i64, body: &str, raise_on_reject: bool) -> WaResult<pgrx::J
         parts::plan(change, has_nul, &mut planned, &mut summary.errors);
     }
     apply(&planned, &mut summary);
+    if summary.messages > 0 {
+        // Inbound media is fetched by the worker right after this commits.
+        crate::send::wake::on_commit();
+    }
     let status = if summary.errors.is_empty() {
         "processed"
     } else {

@@ -4,6 +4,7 @@
 //! Each test gets its own database with the extension created, dropped afterwards, so tests
 //! run in parallel without seeing each other's rows. Roles are cluster-wide and shared.
 
+pub mod forwarder;
 pub mod webhooks;
 
 use postgres::{Client, NoTls};

@@ -1,0 +1,24 @@
+//! `whatsapp-gateway` — the thin HTTP service Meta calls, in front of the `whatsapp_pg`
+//! extension. It owns no business logic: every request becomes one SQL call
+//! (`wa.verify_webhook`, `wa.ingest_signed_webhook`, `wa.signup_config`, `wa.exchange_code`)
+//! and the SQLSTATE of a failure decides the HTTP status, so Meta retries what the database
+//! could not take and stops retrying what it will never take.
+//!
+//! The flow of a request: `server` (routing, metrics, logs) → `webhook` / `signup` /
+//! `assets` / `ops` → `db` (pool, error classification). `state` holds the signed signup
+//! state the host app mints for a tenant.
+
+pub mod assets;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod metrics;
+pub mod ops;
+pub mod server;
+pub mod signup;
+pub mod state;
+pub mod webhook;
+
+pub use config::{Config, ConnectPage, StateSecret};
+pub use server::{App, router, serve};
+pub use state::{StateError, mint_state, verify_state};

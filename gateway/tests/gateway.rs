@@ -1,0 +1,409 @@
+//! The gateway over real HTTP against a real cluster with whatsapp_pg (see common/mod.rs for
+//! what it needs). Each test has its own database, so they run in parallel.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+use whatsapp_gateway::mint_state;
+
+fn gateway_for(db: &TestDb) -> Gateway {
+    Gateway::start(config_for(db.gateway_dsn()))
+}
+
+fn handshake_url(gw: &Gateway, token: &str, challenge: &str) -> String {
+    gw.url(&format!(
+        "/webhook?hub.mode=subscribe&hub.verify_token={token}&hub.challenge={challenge}"
+    ))
+}
+
+fn post_delivery(gw: &Gateway, body: &str, signature: Option<&str>) -> Resp {
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(s) = signature {
+        headers.push(("x-hub-signature-256", s));
+    }
+    http(
+        "POST",
+        &gw.url("/webhook"),
+        &headers,
+        body.as_bytes().to_vec(),
+    )
+}
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+// ---- webhook handshake ----------------------------------------------------------------
+
+#[test]
+fn handshake_with_the_verify_token_echoes_the_challenge() {
+    let db = TestDb::new("hs_ok");
+    let gw = gateway_for(&db);
+    let r = get(&handshake_url(&gw, VERIFY_TOKEN, "1158201444"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, "1158201444");
+    assert!(
+        r.content_type.starts_with("text/plain"),
+        "{}",
+        r.content_type
+    );
+}
+
+#[test]
+fn handshake_with_a_wrong_token_is_403() {
+    let db = TestDb::new("hs_bad");
+    let gw = gateway_for(&db);
+    let r = get(&handshake_url(&gw, "not-the-token", "1158201444"));
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(!r.body.contains("1158201444"));
+}
+
+// ---- webhook deliveries ---------------------------------------------------------------
+
+#[test]
+fn signed_delivery_is_committed_as_verified() {
+    let db = TestDb::new("wh_ok");
+    let gw = gateway_for(&db);
+    let body = delivery_body();
+    let r = post_delivery(&gw, &body, Some(&sign(&body)));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // 200 means committed: a fresh session sees the row.
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM wa.webhook_events WHERE signature_verified"),
+        1
+    );
+    let m = get(&gw.url("/metrics")).body;
+    assert!(m.contains("wa_gateway_webhook_deliveries_total 1"), "{m}");
+}
+
+#[test]
+fn badly_signed_delivery_is_401_and_nothing_is_trusted() {
+    let db = TestDb::new("wh_badsig");
+    let gw = gateway_for(&db);
+    let body = delivery_body();
+    let forged = graph_sim::hub_signature("some-other-secret", body.as_bytes());
+    let r = post_delivery(&gw, &body, Some(&forged));
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.json()["error"]["sqlstate"], "28000");
+    let tampered = body.replace("another color", "a discount");
+    let r = post_delivery(&gw, &tampered, Some(&sign(&body)));
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM wa.webhook_events WHERE signature_verified"),
+        0
+    );
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM wa.messages"), 0);
+    let m = get(&gw.url("/metrics")).body;
+    assert!(
+        m.contains("wa_gateway_webhook_ingest_errors_total{reason=\"bad_signature\"} 2"),
+        "{m}"
+    );
+}
+
+#[test]
+fn unsigned_delivery_is_401() {
+    let db = TestDb::new("wh_nosig");
+    let gw = gateway_for(&db);
+    let r = post_delivery(&gw, &delivery_body(), None);
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM wa.webhook_events WHERE signature_verified"),
+        0
+    );
+}
+
+#[test]
+fn signed_delivery_that_is_not_a_whatsapp_webhook_is_kept_and_not_retried() {
+    // The extension keeps what it cannot process, with the reason; either way Meta must not
+    // be told to retry (no 5xx) and nothing is applied.
+    let db = TestDb::new("wh_notwa");
+    let gw = gateway_for(&db);
+    for body in [r#"{"object":"page","entry":[]}"#, "this is not json"] {
+        let r = post_delivery(&gw, body, Some(&sign(body)));
+        assert!(
+            r.status == 200 || r.status == 400,
+            "{body}: {} {}",
+            r.status,
+            r.body
+        );
+        if r.status == 200 {
+            assert_eq!(r.json()["status"], "rejected", "{}", r.body);
+        }
+    }
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM wa.messages"), 0);
+}
+
+#[test]
+fn non_utf8_body_is_400_without_touching_the_database() {
+    // The database is unreachable: a 400 proves the body was refused before any SQL.
+    let gw = Gateway::start(config_for(format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres",
+        closed_port()
+    )));
+    let body = vec![b'{', 0xff, 0xfe, b'}'];
+    let r = http(
+        "POST",
+        &gw.url("/webhook"),
+        &[("x-hub-signature-256", "sha256=00")],
+        body,
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+}
+
+#[test]
+fn body_over_the_limit_is_413_and_meta_sized_bodies_pass() {
+    // The database is unreachable: anything that passes the size check gets 503.
+    let gw = Gateway::start(config_for(format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres",
+        closed_port()
+    )));
+    let over = vec![b' '; 4 * 1024 * 1024 + 1];
+    let r = http(
+        "POST",
+        &gw.url("/webhook"),
+        &[("x-hub-signature-256", "sha256=00")],
+        over,
+    );
+    assert_eq!(r.status, 413, "{}", r.body);
+    // Meta's largest delivery (3 MB) is not refused for its size.
+    let meta_max = vec![b' '; 3 * 1024 * 1024];
+    let r = http(
+        "POST",
+        &gw.url("/webhook"),
+        &[("x-hub-signature-256", "sha256=00")],
+        meta_max,
+    );
+    assert_eq!(r.status, 503, "{}", r.body);
+    let m = get(&gw.url("/metrics")).body;
+    assert!(
+        m.contains("wa_gateway_webhook_ingest_errors_total{reason=\"too_large\"} 1"),
+        "{m}"
+    );
+}
+
+#[test]
+fn database_down_is_503_so_meta_retries() {
+    let mut cfg = config_for(format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres",
+        closed_port()
+    ));
+    cfg.db_timeout = Duration::from_secs(1);
+    let gw = Gateway::start(cfg);
+    let body = delivery_body();
+    let r = post_delivery(&gw, &body, Some(&sign(&body)));
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(get(&handshake_url(&gw, VERIFY_TOKEN, "42")).status, 503);
+    assert_eq!(get(&gw.url("/healthz")).status, 503);
+    assert_eq!(get(&gw.url("/signup/config")).status, 503);
+    let m = get(&gw.url("/metrics")).body;
+    assert!(
+        m.contains("wa_gateway_webhook_ingest_errors_total{reason=\"unavailable\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            "wa_gateway_requests_total{route=\"/webhook\",method=\"POST\",status=\"503\"} 1"
+        ),
+        "{m}"
+    );
+}
+
+// ---- operations -----------------------------------------------------------------------
+
+#[test]
+fn healthz_is_200_with_a_database_and_metrics_count_requests() {
+    let db = TestDb::new("ops");
+    let gw = gateway_for(&db);
+    let r = get(&gw.url("/healthz"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(get(&gw.url("/nope")).status, 404);
+    let m = get(&gw.url("/metrics"));
+    assert!(m.content_type.starts_with("text/plain"));
+    assert!(
+        m.body.contains(
+            "wa_gateway_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 1"
+        ),
+        "{}",
+        m.body
+    );
+    assert!(
+        m.body
+            .contains("wa_gateway_requests_total{route=\"other\",method=\"GET\",status=\"404\"} 1")
+    );
+    assert!(
+        m.body
+            .contains("wa_gateway_request_duration_seconds_count{route=\"/healthz\"} 1")
+    );
+}
+
+#[test]
+fn assets_are_served_and_nothing_outside() {
+    let dir = std::env::temp_dir().join(format!("wa-gw-assets-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("sub")).expect("mkdir");
+    std::fs::write(dir.join("whatsapp-connect.js"), "export const x = 1;\n").expect("write");
+    std::fs::write(dir.join("sub/a.css"), "a{}").expect("write");
+    std::fs::write(dir.join(".secret.js"), "no").expect("write");
+    std::fs::write(dir.join("notes.txt"), "no").expect("write");
+    let mut cfg = config_for("host=127.0.0.1 port=1 user=x dbname=x".into());
+    cfg.assets_dir = Some(dir.clone());
+    let gw = Gateway::start(cfg);
+    let r = get(&gw.url("/assets/whatsapp-connect.js"));
+    assert_eq!(r.status, 200);
+    assert!(
+        r.content_type.starts_with("text/javascript"),
+        "{}",
+        r.content_type
+    );
+    assert_eq!(r.body, "export const x = 1;\n");
+    assert_eq!(get(&gw.url("/assets/sub/a.css")).status, 200);
+    for bad in [
+        "/assets/.secret.js",
+        "/assets/notes.txt",
+        "/assets/../Cargo.toml",
+        "/assets/%2e%2e/%2e%2e/etc/passwd",
+        "/assets/sub/..%2f..%2fetc/passwd",
+        "/assets/missing.js",
+    ] {
+        assert_eq!(get(&gw.url(bad)).status, 404, "{bad}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn connect_page_embeds_the_component_with_the_state() {
+    let cfg = config_for("host=127.0.0.1 port=1 user=x dbname=x".into());
+    let gw = Gateway::start(cfg);
+    let state = mint_state(
+        STATE_SECRET.as_bytes(),
+        uuid::Uuid::new_v4(),
+        Duration::from_secs(600),
+    );
+    let r = get(&gw.url(&format!("/connect?state={state}")));
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("<whatsapp-connect"), "{}", r.body);
+    assert!(r.body.contains(&format!("state=\"{state}\"")));
+    assert!(r.body.contains("assets/whatsapp-connect.js"));
+    assert_eq!(
+        get(&gw.url("/connect?state=%22%3E%3Cscript%3Ealert(1)%3C/script%3E")).status,
+        400
+    );
+}
+
+// ---- signup ---------------------------------------------------------------------------
+
+#[test]
+fn signup_config_has_the_public_values_only() {
+    let db = TestDb::new("su_cfg");
+    let gw = gateway_for(&db);
+    let r = get(&gw.url("/signup/config"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["app_id"], APP_ID);
+    assert_eq!(v["config_id"], CONFIG_ID);
+    assert!(!r.body.contains(APP_SECRET) && !r.body.contains(VERIFY_TOKEN));
+}
+
+#[test]
+fn exchange_with_a_forged_or_expired_state_is_401() {
+    // No database needed: the state is checked first.
+    let gw = Gateway::start(config_for("host=127.0.0.1 port=1 user=x dbname=x".into()));
+    let tenant = uuid::Uuid::new_v4();
+    let forged = mint_state(
+        b"not-the-gateway-secret-at-all",
+        tenant,
+        Duration::from_secs(600),
+    );
+    let expired = whatsapp_gateway::state::mint_state_at(STATE_SECRET.as_bytes(), tenant, 1_000);
+    for state in [forged.as_str(), expired.as_str(), "", "v1.garbage"] {
+        let r = post_json(
+            &gw.url("/signup/exchange"),
+            &json!({"state": state, "code": "AQBx", "waba_id": "1", "phone_number_id": "2"}),
+        );
+        assert_eq!(r.status, 401, "{state}: {}", r.body);
+        assert!(r.json()["error"]["message"].is_string());
+    }
+    // A tenant id from the browser is ignored: only the state names the tenant.
+    let r = post_json(
+        &gw.url("/signup/exchange"),
+        &json!({"tenant_id": tenant.to_string(), "code": "AQBx"}),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+}
+
+#[test]
+fn exchange_without_a_state_secret_is_503() {
+    let mut cfg = config_for("host=127.0.0.1 port=1 user=x dbname=x".into());
+    cfg.state_secret = None;
+    let gw = Gateway::start(cfg);
+    let state = mint_state(
+        STATE_SECRET.as_bytes(),
+        uuid::Uuid::new_v4(),
+        Duration::from_secs(60),
+    );
+    let r = post_json(
+        &gw.url("/signup/exchange"),
+        &json!({"state": state, "code": "AQBx"}),
+    );
+    assert_eq!(r.status, 503, "{}", r.body);
+}
+
+#[test]
+fn exchange_against_graph_sim_connects_the_tenant() {
+    let sim = sim();
+    let db = TestDb::new("su_ok");
+    let gw = gateway_for(&db);
+    let tenant = db.create_tenant("Acme Flowers");
+    let s = sim.signup().expect("sim signup");
+    let state = mint_state(STATE_SECRET.as_bytes(), tenant, Duration::from_secs(600));
+    let r = post_json(
+        &gw.url("/signup/exchange"),
+        &json!({"state": state, "code": s.code, "waba_id": s.waba_id, "phone_number_id": s.phone_number_id}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["state"], "connected", "{v}");
+    assert_eq!(v["waba_id"], s.waba_id.as_str());
+    let text = v.to_string();
+    assert!(text.contains(&s.display_phone_number), "{text}");
+    assert_eq!(db.connection_status(tenant)["state"], "connected");
+    // The business token never comes back to the browser.
+    assert!(!text.contains("EAAG"), "{text}");
+}
+
+#[test]
+fn exchange_with_an_expired_code_is_a_clear_4xx_and_state_error() {
+    let sim = sim();
+    let db = TestDb::new("su_exp");
+    let gw = gateway_for(&db);
+    let tenant = db.create_tenant("Late Bakery");
+    let s = sim
+        .signup_with(json!({"code_ttl_secs": 0.05}))
+        .expect("sim signup");
+    std::thread::sleep(Duration::from_millis(200));
+    let state = mint_state(STATE_SECRET.as_bytes(), tenant, Duration::from_secs(600));
+    let r = post_json(
+        &gw.url("/signup/exchange"),
+        &json!({"state": state, "code": s.code, "waba_id": s.waba_id, "phone_number_id": s.phone_number_id}),
+    );
+    assert!(
+        (400..500).contains(&r.status) || r.status == 502,
+        "{}: {}",
+        r.status,
+        r.body
+    );
+    // The Graph step failed: wa.exchange_code recorded it and the gateway reports it as a
+    // bad gateway answer with the recorded message (there is no SQL error to report).
+    assert_eq!(r.status, 502, "{}", r.body);
+    let err = &r.json()["error"];
+    assert!(
+        err["message"].as_str().unwrap_or("").contains("expired"),
+        "{err}"
+    );
+    let status: Value = db.connection_status(tenant);
+    assert_eq!(status["state"], "error", "{status}");
+}

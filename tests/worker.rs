@@ -1,0 +1,855 @@
+//! Outbound: wa.send_message and the background worker against graph-sim over loopback.
+//!
+//! The worker serves the cluster's wa.database (`wa_it`), so these tests share that database
+//! and run one at a time; each starts from a freshly created extension and its own simulator.
+
+use graph_sim::{Sim, SimConfig};
+use postgres::Client;
+use serde_json::{Value, json};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use wa_integration_tests::forwarder::Forwarder;
+use wa_integration_tests::{connect_as, sql_error_text};
+
+const DB: &str = "wa_it";
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Env {
+    _serial: MutexGuard<'static, ()>,
+    sim: Sim,
+    _forwarder: Forwarder,
+}
+
+impl Env {
+    fn su(&self) -> Client {
+        connect_as(DB, "postgres")
+    }
+}
+
+fn set_system(c: &mut Client, name: &str, value: &str) {
+    c.batch_execute(&format!("ALTER SYSTEM SET {name} = '{value}'"))
+        .unwrap();
+}
+
+fn reload(c: &mut Client) {
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    // The worker reloads on its next loop; give it a moment.
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// A fresh extension in wa_it, a simulator, webhooks flowing back through a forwarder.
+fn env(cfg: SimConfig) -> Env {
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let sim = Sim::start(cfg).expect("start graph-sim");
+    let mut su = connect_as(DB, "postgres");
+    su.batch_execute(
+        "DROP EXTENSION IF EXISTS whatsapp_pg CASCADE; DROP SCHEMA IF EXISTS wa CASCADE;
+         CREATE EXTENSION whatsapp_pg;",
+    )
+    .unwrap();
+    set_system(&mut su, "wa.graph_api_url", &sim.base_url());
+    set_system(&mut su, "wa.http_timeout_ms", "2000");
+    su.batch_execute("ALTER SYSTEM RESET wa.rate_limit_per_number")
+        .unwrap();
+    reload(&mut su);
+    su.execute(
+        "SELECT wa.configure_app($1, $2, 'verify', '1')",
+        &[&sim.app_id(), &sim.app_secret()],
+    )
+    .unwrap();
+    let forwarder = Forwarder::start(DB, "postgres");
+    let (status, _) = sim.admin(
+        "POST",
+        "webhook_config",
+        json!({ "url": forwarder.url, "status_delay_ms": 20 }),
+    );
+    assert_eq!(status, 200);
+    wait_for_worker(&mut su);
+    Env {
+        _serial: serial,
+        sim,
+        _forwarder: forwarder,
+    }
+}
+
+fn wait_for_worker(c: &mut Client) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let up: bool = c
+            .query_one("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'whatsapp_pg worker')", &[])
+            .unwrap()
+            .get(0);
+        if up {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the whatsapp_pg worker is not running");
+}
+
+/// A tenant connected to a fresh simulated business; returns (tenant, phone, token).
+fn tenant(env: &Env, name: &str) -> (String, String, String) {
+    let signup = env.sim.signup_with(json!({ "token": true })).unwrap();
+    let token = signup.access_token.unwrap();
+    let mut su = env.su();
+    let t: String = su
+        .query_one("SELECT wa.create_tenant($1)::text", &[&name])
+        .unwrap()
+        .get(0);
+    su.execute(
+        "SELECT wa.connect_tenant($1::text::uuid, $2, $3, $4)",
+        &[&t, &signup.waba_id, &signup.phone_number_id, &token],
+    )
+    .unwrap();
+    (t, signup.phone_number_id, token)
+}
+
+fn send(c: &mut Client, tenant: &str, to: &str, message: Value) -> String {
+    c.query_one(
+        "SELECT wa.send_message($1::text::uuid, $2, $3)::text",
+        &[&tenant, &to, &message],
+    )
+    .unwrap()
+    .get(0)
+}
+
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn status_of(c: &mut Client, message: &str) -> String {
+    c.query_one(
+        "SELECT status FROM wa.messages WHERE message_id = $1::text::uuid",
+        &[&message],
+    )
+    .unwrap()
+    .get(0)
+}
+
+fn accepted_for(sim: &Sim, callback: &str) -> i64 {
+    sim.stats()["sends_per_callback"][callback]
+        .as_i64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn every_message_type_reaches_the_simulator_once_and_ends_read() {
+    let env = env(SimConfig::benchmark());
+    let (t, _, _) = tenant(&env, "Hotel");
+    let mut su = env.su();
+    let to = "15550001111";
+    let messages = [
+        json!({"type": "text", "text": {"body": "Your room is ready", "preview_url": false}}),
+        json!({"type": "image", "image": {"link": "https://example.com/room.jpg", "caption": "Room 12"}}),
+        json!({"type": "document", "document": {"link": "https://example.com/invoice.pdf", "filename": "invoice.pdf"}}),
+        json!({"type": "template", "template": {"name": "hello_world", "language": {"code": "en_US"}}}),
+        json!({"type": "interactive", "interactive": {"type": "button", "body": {"text": "Late checkout?"},
+               "action": {"buttons": [{"type": "reply", "reply": {"id": "yes", "title": "Yes"}}]}}}),
+        json!({"type": "location", "location": {"latitude": 41.38, "longitude": 2.17, "name": "Hotel"}}),
+        json!({"type": "contacts", "contacts": [{"name": {"formatted_name": "Front desk", "first_name": "Front"},
+               "phones": [{"phone": "+15550009999", "type": "WORK"}]}]}),
+    ];
+    let ids: Vec<String> = messages
+        .iter()
+        .map(|m| send(&mut su, &t, to, m.clone()))
+        .collect();
+    let bsuid_id = send(
+        &mut su,
+        &t,
+        "US.13491208655302741918",
+        json!({"type": "text", "text": {"body": "hi"}}),
+    );
+    for id in ids.iter().chain(std::iter::once(&bsuid_id)) {
+        wait_until("status read", Duration::from_secs(20), || {
+            status_of(&mut su, id) == "read"
+        });
+        assert_eq!(
+            accepted_for(&env.sim, id),
+            1,
+            "message {id} sent exactly once"
+        );
+    }
+    let row = su
+        .query_one("SELECT wamid IS NOT NULL, sent_at IS NOT NULL, delivered_at IS NOT NULL, read_at IS NOT NULL FROM wa.messages WHERE message_id = $1::text::uuid", &[&ids[0]])
+        .unwrap();
+    assert!(
+        row.get::<_, bool>(0)
+            && row.get::<_, bool>(1)
+            && row.get::<_, bool>(2)
+            && row.get::<_, bool>(3)
+    );
+    assert_eq!(
+        su.query_one("SELECT count(*) FROM wa.outbox", &[])
+            .unwrap()
+            .get::<_, i64>(0),
+        0
+    );
+    // The request log shows each send carried our message id as biz_opaque_callback_data.
+    let log = env
+        .sim
+        .admin("GET", "requests?since=0&limit=1000", Value::Null)
+        .1;
+    let callbacks: Vec<&str> = log["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["biz_opaque_callback_data"].as_str())
+        .collect();
+    for id in &ids {
+        assert!(
+            callbacks.contains(&id.as_str()),
+            "{id} not in the simulator's log"
+        );
+    }
+    // Idempotency: the same key returns the same message and sends once.
+    let k1: String = su
+        .query_one("SELECT wa.send_message($1::text::uuid, $2, '{\"type\":\"text\",\"text\":{\"body\":\"once\"}}', NULL, 'order-42')::text", &[&t, &to])
+        .unwrap()
+        .get(0);
+    let k2: String = su
+        .query_one("SELECT wa.send_message($1::text::uuid, $2, '{\"type\":\"text\",\"text\":{\"body\":\"once\"}}', NULL, 'order-42')::text", &[&t, &to])
+        .unwrap()
+        .get(0);
+    assert_eq!(k1, k2);
+    wait_until("idempotent send", Duration::from_secs(10), || {
+        accepted_for(&env.sim, &k1) == 1
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(accepted_for(&env.sim, &k1), 1);
+    // Nothing is sent when the caller rolls back.
+    su.batch_execute("BEGIN").unwrap();
+    let rolled = send(
+        &mut su,
+        &t,
+        to,
+        json!({"type": "text", "text": {"body": "never"}}),
+    );
+    su.batch_execute("ROLLBACK").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(accepted_for(&env.sim, &rolled), 0);
+    // mark_read goes to Graph too.
+    let inbound = env
+        .sim
+        .admin(
+            "POST",
+            "inbound",
+            json!({"phone_number_id": tenant_phone(&mut su, &t), "from": to, "text": "hello"}),
+        )
+        .1;
+    let wamid = inbound["wamid"].as_str().unwrap().to_string();
+    wait_until("inbound stored", Duration::from_secs(10), || {
+        su.query_one(
+            "SELECT count(*) FROM wa.messages WHERE wamid = $1",
+            &[&wamid],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+            == 1
+    });
+    su.query_one(
+        "SELECT wa.mark_read($1::text::uuid, $2, true)",
+        &[&t, &wamid],
+    )
+    .unwrap();
+    wait_until("read receipt sent", Duration::from_secs(10), || {
+        env.sim.stats()["per_endpoint"]["mark_read"]
+            .as_i64()
+            .unwrap_or(0)
+            >= 1
+            || su
+                .query_one("SELECT count(*) FROM wa.outbox", &[])
+                .unwrap()
+                .get::<_, i64>(0)
+                == 0
+    });
+}
+
+fn tenant_phone(c: &mut Client, tenant: &str) -> String {
+    c.query_one(
+        "SELECT phone_number_id FROM wa.phone_numbers WHERE tenant_id = $1::text::uuid",
+        &[&tenant],
+    )
+    .unwrap()
+    .get(0)
+}
+
+#[test]
+fn bad_sends_are_refused_before_anything_is_queued() {
+    let env = env(SimConfig::benchmark());
+    let (t, _, _) = tenant(&env, "Hotel");
+    let mut su = env.su();
+    for (to, message, needle) in [
+        (
+            "not a number",
+            json!({"type": "text", "text": {"body": "x"}}),
+            "to_number",
+        ),
+        ("15550001111", json!({"type": "text"}), "text"),
+        (
+            "15550001111",
+            json!({"type": "text", "text": {"body": "x".repeat(5000)}}),
+            "text.body",
+        ),
+        (
+            "15550001111",
+            json!({"type": "teleport", "teleport": {}}),
+            "type",
+        ),
+    ] {
+        let (code, text) = sql_error_text(su.query_one(
+            "SELECT wa.send_message($1::text::uuid, $2, $3)",
+            &[&t, &to, &message],
+        ));
+        assert_eq!(code, "22023", "{text}");
+        assert!(text.contains(needle), "{text}");
+    }
+    assert_eq!(
+        su.query_one("SELECT count(*) FROM wa.outbox", &[])
+            .unwrap()
+            .get::<_, i64>(0),
+        0
+    );
+    assert_eq!(
+        su.query_one("SELECT count(*) FROM wa.messages", &[])
+            .unwrap()
+            .get::<_, i64>(0),
+        0
+    );
+}
+
+#[test]
+fn faults_are_retried_throttled_failed_or_held_as_documented() {
+    let env = env(SimConfig::benchmark());
+    let (a, _, token_a) = tenant(&env, "A");
+    let (b, _, _) = tenant(&env, "B");
+    let mut su = env.su();
+    let text = |body: &str| json!({"type": "text", "text": {"body": body}});
+
+    // 5xx: retried with backoff, then sent.
+    env.sim.admin(
+        "POST",
+        "fail_next",
+        json!({"endpoint": "messages", "count": 1, "code": 131000, "http_status": 500}),
+    );
+    let m = send(&mut su, &a, "15550001111", text("after a 500"));
+    wait_until("sent after 5xx", Duration::from_secs(20), || {
+        status_of(&mut su, &m) != "queued"
+    });
+    assert_ne!(status_of(&mut su, &m), "failed");
+    assert_eq!(
+        env.sim.stats()["attempts_per_callback"][&m].as_i64(),
+        Some(2)
+    );
+
+    // 130429: throttled, then sent.
+    env.sim.admin(
+        "POST",
+        "fail_next",
+        json!({"endpoint": "messages", "count": 1, "code": 130429}),
+    );
+    let m = send(&mut su, &a, "15550001111", text("after a 130429"));
+    wait_until("sent after 130429", Duration::from_secs(20), || {
+        status_of(&mut su, &m) != "queued"
+    });
+    assert_ne!(status_of(&mut su, &m), "failed");
+
+    // 131056: paced; the next attempt waits at least 6 s.
+    env.sim.admin(
+        "POST",
+        "fail_next",
+        json!({"endpoint": "messages", "count": 1, "code": 131056}),
+    );
+    let m = send(&mut su, &a, "15550002222", text("pair rate"));
+    wait_until("131056 recorded", Duration::from_secs(10), || {
+        su.query_one("SELECT count(*) FROM wa.outbox WHERE message_id = $1::text::uuid AND last_error->>'code' = '131056'", &[&m])
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
+    });
+    let wait: f64 = su
+        .query_one("SELECT extract(epoch FROM next_attempt_at - now())::float8 FROM wa.outbox WHERE message_id = $1::text::uuid", &[&m])
+        .unwrap()
+        .get(0);
+    assert!(
+        wait > 4.0,
+        "131056 must pace the recipient (next attempt in {wait:.1}s)"
+    );
+
+    // Timeout: the request is held longer than wa.http_timeout_ms; retried, then sent.
+    set_system(&mut su, "wa.http_timeout_ms", "300");
+    reload(&mut su);
+    env.sim.admin(
+        "POST",
+        "faults",
+        json!({"timeout_ratio": 1.0, "timeout_ms": 1500, "endpoints": ["messages"]}),
+    );
+    let m = send(&mut su, &b, "15550003333", text("after a timeout"));
+    wait_until("timeout recorded", Duration::from_secs(10), || {
+        su.query_one("SELECT count(*) FROM wa.outbox WHERE message_id = $1::text::uuid AND last_error->>'class' = 'retry'", &[&m])
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
+    });
+    env.sim.admin("POST", "faults", json!({"clear": true}));
+    wait_until("sent after timeout", Duration::from_secs(20), || {
+        status_of(&mut su, &m) != "queued"
+    });
+    set_system(&mut su, "wa.http_timeout_ms", "2000");
+    reload(&mut su);
+
+    // Permanent errors: failed with the Graph error, no retries.
+    env.sim.admin("POST", "faults", json!({"failing_recipients": {
+        "15550004444": {"code": 131026, "mode": "sync"}, "15550005555": {"code": 131047, "mode": "sync"}}}));
+    let undeliverable = send(&mut su, &a, "15550004444", text("x"));
+    let outside_window = send(&mut su, &a, "15550005555", text("y"));
+    for (m, code) in [(&undeliverable, "131026"), (&outside_window, "131047")] {
+        wait_until("failed", Duration::from_secs(10), || {
+            status_of(&mut su, m) == "failed"
+        });
+        let err: Value = su
+            .query_one(
+                "SELECT error FROM wa.messages WHERE message_id = $1::text::uuid",
+                &[m],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(err["code"].to_string(), code, "{err}");
+        assert_eq!(
+            env.sim.stats()["attempts_per_callback"][m.as_str()].as_i64(),
+            Some(1),
+            "no retry of a permanent error"
+        );
+    }
+    // A failure reported later as a `failed` status ends the same way.
+    env.sim.admin(
+        "POST",
+        "faults",
+        json!({"failing_recipients": {"15550006666": {"code": 131026, "mode": "async"}}}),
+    );
+    let later = send(&mut su, &a, "15550006666", text("z"));
+    wait_until("async failure", Duration::from_secs(10), || {
+        status_of(&mut su, &later) == "failed"
+    });
+
+    // 190: the tenant needs to reconnect; only its queue is held.
+    env.sim
+        .admin("POST", &format!("tokens/{token_a}/revoke"), Value::Null);
+    let held = send(&mut su, &a, "15550001111", text("held"));
+    wait_until("tenant A action_required", Duration::from_secs(10), || {
+        su.query_one(
+            "SELECT state FROM wa.tenants WHERE tenant_id = $1::text::uuid",
+            &[&a],
+        )
+        .unwrap()
+        .get::<_, String>(0)
+            == "action_required"
+    });
+    let more = send(&mut su, &a, "15550001111", text("also held"));
+    let other = send(&mut su, &b, "15550001111", text("B goes on"));
+    wait_until("B sent", Duration::from_secs(10), || {
+        status_of(&mut su, &other) != "queued"
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(status_of(&mut su, &held), "queued");
+    assert_eq!(status_of(&mut su, &more), "queued");
+    let attempts_190 = env.sim.stats()["attempts_per_callback"][&more]
+        .as_i64()
+        .unwrap_or(0);
+    assert_eq!(attempts_190, 0, "a held queue is not retried into a storm");
+    // Reconnecting releases the queue.
+    let (waba, phone): (String, String) = {
+        let r = su.query_one("SELECT waba_id, phone_number_id FROM wa.phone_numbers WHERE tenant_id = $1::text::uuid", &[&a]).unwrap();
+        (r.get(0), r.get(1))
+    };
+    let fresh = env.sim.add_token(&waba).unwrap();
+    su.execute(
+        "SELECT wa.connect_tenant($1::text::uuid, $2, $3, $4)",
+        &[&a, &waba, &phone, &fresh],
+    )
+    .unwrap();
+    for m in [&held, &more] {
+        wait_until("released and sent", Duration::from_secs(20), || {
+            status_of(&mut su, m) != "queued"
+        });
+    }
+    let status: Value = su
+        .query_one("SELECT wa.worker_status()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(status["running"], true, "{status}");
+    assert!(
+        status["retried"].as_i64().unwrap_or(0) + status["sent"].as_i64().unwrap_or(0) > 0,
+        "{status}"
+    );
+}
+
+#[test]
+fn one_number_is_held_to_its_rate_while_others_run_at_full_speed() {
+    let env = env(SimConfig::benchmark());
+    let (slow, slow_phone, _) = tenant(&env, "Slow");
+    let (fast, fast_phone, _) = tenant(&env, "Fast");
+    let mut su = env.su();
+    su.execute(
+        "UPDATE wa.phone_numbers SET rate_limit_per_sec = 1000 WHERE tenant_id = $1::text::uuid",
+        &[&fast],
+    )
+    .unwrap();
+    // Give the worker time to reread per-number rates.
+    std::thread::sleep(Duration::from_secs(3));
+    su.batch_execute("BEGIN").unwrap();
+    for i in 0..1000 {
+        send(
+            &mut su,
+            &slow,
+            &format!("1555100{i:04}"),
+            json!({"type": "text", "text": {"body": "s"}}),
+        );
+    }
+    for i in 0..2000 {
+        send(
+            &mut su,
+            &fast,
+            &format!("1555200{i:04}"),
+            json!({"type": "text", "text": {"body": "f"}}),
+        );
+    }
+    su.batch_execute("COMMIT").unwrap();
+    std::thread::sleep(Duration::from_secs(12));
+    let log = env
+        .sim
+        .admin("GET", "requests?since=0&limit=100000", Value::Null)
+        .1;
+    let reqs = log["requests"].as_array().unwrap();
+    let times = |phone: &str| -> Vec<u64> {
+        reqs.iter()
+            .filter(|r| r["phone_number_id"] == phone && r["status"] == 200)
+            .filter_map(|r| r["ts_us"].as_u64())
+            .collect()
+    };
+    let slow_t = times(&slow_phone);
+    let fast_t = times(&fast_phone);
+    assert_eq!(fast_t.len(), 2000, "the other number ran at full speed");
+    let fast_span = (fast_t.iter().max().unwrap() - fast_t.iter().min().unwrap()) as f64 / 1e6;
+    assert!(
+        fast_span < 6.0,
+        "2,000 messages of the fast number took {fast_span:.1}s"
+    );
+    let start = *slow_t.iter().min().unwrap();
+    let mut per_second = [0u32; 10];
+    for t in &slow_t {
+        // Skip the first second (the bucket starts full), then count ten whole seconds.
+        let s = ((t - start) / 1_000_000) as i64 - 1;
+        if (0..10).contains(&s) {
+            per_second[s as usize] += 1;
+        }
+    }
+    eprintln!("messages per second of the number limited to 80/s: {per_second:?}");
+    for (i, n) in per_second.iter().enumerate() {
+        assert!(
+            (76..=84).contains(n),
+            "second {i}: {n} messages (80 ± 5% expected): {per_second:?}"
+        );
+    }
+}
+
+fn worker_pid(c: &mut Client) -> Option<i32> {
+    c.query_opt(
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'whatsapp_pg worker'",
+        &[],
+    )
+    .ok()
+    .flatten()
+    .map(|r| r.get(0))
+}
+
+/// Connects, retrying while the server restarts.
+fn reconnect() -> Client {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let dsn = format!(
+            "host=127.0.0.1 port={} user=postgres dbname={DB}",
+            wa_integration_tests::port()
+        );
+        match Client::connect(&dsn, postgres::NoTls) {
+            Ok(c) => return c,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("server did not come back: {e}"),
+        }
+    }
+}
+
+fn accepted_total(sim: &Sim) -> i64 {
+    sim.admin("GET", "stats?detail=0", Value::Null).1["sends"]["accepted"]
+        .as_i64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_worker_crash_and_an_immediate_restart_lose_nothing() {
+    let env = env(SimConfig::benchmark());
+    // Statuses are not needed here; keep the machine for sending.
+    env.sim
+        .admin("POST", "webhook_config", json!({ "url": null }));
+    env.sim.admin("POST", "faults", json!({ "latency_ms": 20 }));
+    let tenants: Vec<String> = (0..5).map(|i| tenant(&env, &format!("T{i}")).0).collect();
+    let mut su = env.su();
+    su.batch_execute("UPDATE wa.phone_numbers SET rate_limit_per_sec = 1000")
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    const TOTAL: usize = 10_000;
+    for chunk in 0..10 {
+        su.batch_execute("BEGIN").unwrap();
+        for i in 0..TOTAL / 10 {
+            let n = chunk * (TOTAL / 10) + i;
+            let t = &tenants[n % tenants.len()];
+            su.execute(
+                "SELECT wa.send_text($1::text::uuid, $2, 'crash test')",
+                &[t, &format!("1555{n:07}")],
+            )
+            .unwrap();
+        }
+        su.batch_execute("COMMIT").unwrap();
+    }
+    drop(su);
+    wait_until("a fifth sent", Duration::from_secs(60), || {
+        accepted_total(&env.sim) >= (TOTAL / 5) as i64
+    });
+    let mut c = reconnect();
+    let pid = worker_pid(&mut c).expect("worker running");
+    drop(c);
+    let at_kill = accepted_total(&env.sim);
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The postmaster reinitialises after a crashed child; the worker comes back.
+    wait_until("half sent after the crash", Duration::from_secs(90), || {
+        accepted_total(&env.sim) >= (TOTAL / 2) as i64
+    });
+    let at_restart = accepted_total(&env.sim);
+    let data = wa_integration_tests::cluster_dir().join("data");
+    let restart = std::process::Command::new("runuser")
+        .args([
+            "-u",
+            "postgres",
+            "--",
+            "/usr/lib/postgresql/15/bin/pg_ctl",
+            "-D",
+        ])
+        .arg(&data)
+        .args(["-m", "immediate", "-w", "-t", "60", "restart"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(restart.success(), "pg_ctl restart -m immediate");
+    let mut c = reconnect();
+    wait_until("every message sent", Duration::from_secs(120), || {
+        c.query_one(
+            "SELECT count(*) FROM wa.messages WHERE status = 'queued'",
+            &[],
+        )
+        .map(|r| r.get::<_, i64>(0) == 0)
+        .unwrap_or(false)
+    });
+    let remaining: i64 = c
+        .query_one("SELECT count(*) FROM wa.outbox", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(remaining, 0);
+    let sent: i64 = c
+        .query_one(
+            "SELECT count(*) FROM wa.messages WHERE status = 'sent' AND wamid IS NOT NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(sent, TOTAL as i64, "every message sent and recorded");
+    let stats = env.sim.stats();
+    let per_callback = stats["sends_per_callback"].as_object().unwrap();
+    assert_eq!(
+        per_callback.len(),
+        TOTAL,
+        "every message reached the simulator"
+    );
+    let duplicates: i64 = per_callback
+        .values()
+        .map(|v| (v.as_i64().unwrap_or(1) - 1).max(0))
+        .sum();
+    let batch: i64 = c
+        .query_one(
+            "SELECT current_setting('wa.worker_batch_size')::bigint",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    eprintln!(
+        "crash test: {TOTAL} messages; accepted at kill -9: {at_kill}, at immediate restart: {at_restart}; \
+         sent twice: {duplicates} (bound: requests in flight, at most 2 x worker_batch_size = {})",
+        2 * batch
+    );
+    assert!(
+        duplicates <= 2 * batch,
+        "{duplicates} duplicates exceed what can be in flight at two crashes"
+    );
+}
+
+fn endpoint_calls(sim: &Sim, endpoint: &str) -> i64 {
+    sim.admin("GET", "stats?detail=0", Value::Null).1["per_endpoint"][endpoint]
+        .as_i64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn embedded_signup_resumes_at_the_step_that_failed() {
+    let env = env(SimConfig::benchmark());
+    let mut su = env.su();
+    let steps = [
+        ("oauth_access_token", "token_exchange"),
+        ("subscribed_apps", "subscribe"),
+        ("register", "register"),
+    ];
+    for (i, (endpoint, step)) in steps.iter().enumerate() {
+        let t: String = su
+            .query_one(
+                "SELECT wa.create_tenant($1)::text",
+                &[&format!("Signup {i}")],
+            )
+            .unwrap()
+            .get(0);
+        let s = env.sim.signup().unwrap();
+        let (code, _) = env.sim.admin(
+            "POST",
+            "fail_next",
+            json!({"endpoint": endpoint, "count": 1, "code": 2, "http_status": 503}),
+        );
+        assert_eq!(code, 200);
+        let exchange = |c: &mut Client| -> Value {
+            c.query_one(
+                "SELECT wa.exchange_code($1::text::uuid, $2, $3, $4)",
+                &[&t, &s.code, &s.waba_id, &s.phone_number_id],
+            )
+            .unwrap()
+            .get(0)
+        };
+        let failed = exchange(&mut su);
+        assert_eq!(failed["state"], "error", "{failed}");
+        assert_eq!(failed["last_error"]["step"], *step, "{failed}");
+        let before: Vec<i64> = steps
+            .iter()
+            .map(|(e, _)| endpoint_calls(&env.sim, e))
+            .collect();
+        let done = exchange(&mut su);
+        assert_eq!(done["state"], "connected", "{done}");
+        assert_eq!(
+            done["phone_numbers"][0]["display_phone_number"],
+            s.display_phone_number.as_str(),
+            "{done}"
+        );
+        assert_eq!(
+            done["phone_numbers"][0]["registration_status"], "registered",
+            "{done}"
+        );
+        let after: Vec<i64> = steps
+            .iter()
+            .map(|(e, _)| endpoint_calls(&env.sim, e))
+            .collect();
+        for (j, (e, _)) in steps.iter().enumerate() {
+            let calls = after[j] - before[j];
+            let expected = if j < i { 0 } else { 1 };
+            assert_eq!(
+                calls, expected,
+                "after a failed {step}, the retry called {e} {calls} times"
+            );
+        }
+        // The token came from Meta into the credentials table encrypted; never into SQL text.
+        let source: String = su
+            .query_one("SELECT source FROM wa.credentials WHERE tenant_id = $1::text::uuid AND kind = 'business_token'", &[&t])
+            .unwrap()
+            .get(0);
+        assert_eq!(source, "embedded_signup");
+        let pin: i64 = su
+            .query_one("SELECT count(*) FROM wa.credentials WHERE tenant_id = $1::text::uuid AND kind = 'registration_pin'", &[&t])
+            .unwrap()
+            .get(0);
+        assert_eq!(pin, 1, "the registration PIN is kept, encrypted");
+    }
+    // A connected tenant sends at once.
+    let t: String = su
+        .query_one(
+            "SELECT tenant_id::text FROM wa.tenants WHERE name = 'Signup 0'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let m = send(
+        &mut su,
+        &t,
+        "15550007777",
+        json!({"type": "text", "text": {"body": "welcome"}}),
+    );
+    wait_until(
+        "first message after signup",
+        Duration::from_secs(10),
+        || status_of(&mut su, &m) != "queued",
+    );
+}
+
+#[test]
+fn an_expired_signup_code_is_a_clear_error_and_state_error() {
+    let env = env(SimConfig::benchmark());
+    let mut su = env.su();
+    let t: String = su
+        .query_one("SELECT wa.create_tenant('Late')::text", &[])
+        .unwrap()
+        .get(0);
+    let s = env.sim.signup_with(json!({"code_ttl_secs": 0.05})).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let status: Value = su
+        .query_one(
+            "SELECT wa.exchange_code($1::text::uuid, $2, $3, $4)",
+            &[&t, &s.code, &s.waba_id, &s.phone_number_id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(status["state"], "error", "{status}");
+    assert!(
+        status["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{status}"
+    );
+    assert_eq!(status["last_error"]["code"], 100, "{status}");
+    // Without a phone number id (FINISH_ONLY_WABA) the WABA is linked; its only number, if
+    // it has one, is adopted.
+    let t2: String = su
+        .query_one("SELECT wa.create_tenant('Only WABA')::text", &[])
+        .unwrap()
+        .get(0);
+    let s2 = env.sim.signup().unwrap();
+    let status: Value = su
+        .query_one(
+            "SELECT wa.exchange_code($1::text::uuid, $2, $3, NULL)",
+            &[&t2, &s2.code, &s2.waba_id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(status["state"], "connected", "{status}");
+    assert_eq!(status["waba_id"], s2.waba_id.as_str(), "{status}");
+    assert_eq!(
+        status["phone_numbers"][0]["phone_number_id"],
+        s2.phone_number_id.as_str(),
+        "{status}"
+    );
+}
