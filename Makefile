@@ -62,3 +62,12 @@ demo: bootstrap install
 
 demo-stop:
 	@bash scripts/demo-stop.sh
+
+# Benchmarks print figures (never part of make test). They install the extension in release
+# mode; run `make install` afterwards to go back to the debug build the tests use.
+bench-ingest: bootstrap
+	cargo pgrx install --release --pg-config $(PG_CONFIG) >/dev/null
+	bash scripts/bench-ingest.sh
+
+bench-send: bootstrap
+	bash scripts/bench-send.sh

@@ -8,13 +8,13 @@ GRANT EXECUTE ON FUNCTION wa.current_tenant_id() TO wa_app, wa_admin;
 GRANT EXECUTE ON FUNCTION
     wa.signup_config(),
     wa.connection_status(uuid),
-    wa.conversations(uuid, text, integer, timestamptz),
-    wa.messages(uuid, integer, timestamptz),
+    wa.conversations(uuid, text, integer, timestamptz, uuid),
+    wa.messages(uuid, integer, timestamptz, uuid),
     wa.close_conversation(uuid),
     wa.status_rank(text),
     wa.send_message(uuid, text, jsonb, text, text),
-    wa.send_text(uuid, text, text),
-    wa.send_template(uuid, text, text, text, jsonb),
+    wa.send_text(uuid, text, text, text),
+    wa.send_template(uuid, text, text, text, jsonb, text),
     wa.mark_read(uuid, text, boolean),
     wa.retry_failed(uuid)
 TO wa_app, wa_admin;

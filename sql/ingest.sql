@@ -242,6 +242,10 @@ BEGIN
     IF NOT FOUND THEN
         RETURN 'unchanged';
     END IF;
+    IF v_wamid IS NULL THEN
+        -- Matched through biz_opaque_callback_data: this is where the message learnt its wamid.
+        PERFORM wa._apply_pending_statuses(ARRAY[p_tenant], ARRAY[p_wamid]);
+    END IF;
     IF v_new IS DISTINCT FROM v_current THEN
         PERFORM pg_notify('wa_events', json_build_object(
             'kind', 'message.status', 'status', v_new, 'tenant_id', p_tenant,
@@ -251,35 +255,33 @@ BEGIN
 END
 $$;
 
--- A message got its wamid (the worker stored Meta's answer): apply statuses that arrived
--- before it was known.
-CREATE FUNCTION wa._apply_pending_statuses() RETURNS trigger
-    LANGUAGE plpgsql
+-- A message got its wamid (the worker stored Meta's answer): apply the statuses that arrived
+-- before it was known. Called by the worker's write-back for every batch (a join against an
+-- almost always empty table) rather than by a per-row trigger on the hot path.
+CREATE FUNCTION wa._apply_pending_statuses(p_tenants uuid[], p_wamids text[]) RETURNS integer
+    LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     p record;
+    n integer := 0;
 BEGIN
     FOR p IN
         DELETE FROM wa.pending_statuses s
-         WHERE s.tenant_id OPERATOR(pg_catalog.=) NEW.tenant_id
-           AND s.wamid OPERATOR(pg_catalog.=) NEW.wamid
+         USING unnest(p_tenants, p_wamids) AS k(tenant_id, wamid)
+         WHERE s.tenant_id OPERATOR(pg_catalog.=) k.tenant_id
+           AND s.wamid OPERATOR(pg_catalog.=) k.wamid
         RETURNING s.*
     LOOP
         PERFORM wa._apply_status(p.tenant_id, p.wamid, p.status,
                                  to_timestamp((p.status_payload->>'timestamp')::double precision),
                                  NULL, p.status_payload->'pricing', p.status_payload->'conversation',
                                  p.status_payload->'errors', p.status_payload);
+        n := n + 1;
     END LOOP;
-    RETURN NULL;
+    RETURN n;
 END
 $$;
-
-CREATE TRIGGER messages_apply_pending_statuses
-    AFTER UPDATE OF wamid ON wa.messages
-    FOR EACH ROW
-    WHEN (NEW.wamid IS NOT NULL AND OLD.wamid IS DISTINCT FROM NEW.wamid)
-    EXECUTE FUNCTION wa._apply_pending_statuses();
 
 -- account_update: moves the tenant's connection state. Returns the new state.
 CREATE FUNCTION wa._apply_account_update(p_tenant uuid, p_waba text, p_event text, p_detail jsonb)

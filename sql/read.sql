@@ -14,10 +14,11 @@ CREATE TYPE wa.message_summary AS (
     delivered_at timestamptz, read_at timestamptz, failed_at timestamptz, context_wamid text,
     media jsonb, pricing jsonb);
 
--- Conversations of a tenant, newest first; page with `before` (the last row's
--- last_message_at).
+-- Conversations of a tenant, newest first. Page with `before` = the last row's
+-- last_message_at and `before_id` = its conversation_id (rows can share a timestamp).
 CREATE FUNCTION wa.conversations(tenant_id uuid, status text DEFAULT NULL,
-                                 max_rows integer DEFAULT 50, before timestamptz DEFAULT NULL)
+                                 max_rows integer DEFAULT 50, before timestamptz DEFAULT NULL,
+                                 before_id uuid DEFAULT NULL)
     RETURNS SETOF wa.conversation_summary
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -27,6 +28,7 @@ DECLARE
     v_status text := $2;
     v_max integer := $3;
     v_before timestamptz := $4;
+    v_before_id uuid := $5;
 BEGIN
     IF v_status IS NOT NULL AND v_status NOT IN ('open', 'closed') THEN
         RAISE EXCEPTION 'status must be ''open'', ''closed'' or NULL' USING ERRCODE = 'invalid_parameter_value';
@@ -42,8 +44,11 @@ BEGIN
       JOIN wa.contacts c ON c.tenant_id = v.tenant_id AND c.contact_id = v.contact_id
      WHERE v.tenant_id = v_tenant
        AND (v_status IS NULL OR v.status = v_status)
-       AND (v_before IS NULL OR v.last_message_at < v_before)
-     ORDER BY v.last_message_at DESC NULLS LAST, v.conversation_id
+       AND (v_before IS NULL
+            OR v.last_message_at < v_before
+            OR (v_before_id IS NOT NULL AND v.last_message_at = v_before
+                AND v.conversation_id < v_before_id))
+     ORDER BY v.last_message_at DESC NULLS LAST, v.conversation_id DESC
      LIMIT v_max;
 END
 $$;
@@ -68,9 +73,10 @@ BEGIN
 END
 $$;
 
--- Messages of a conversation, newest first; page with `before` (the last row's created_at).
+-- Messages of a conversation, newest first. Page with `before` = the last row's created_at
+-- and `before_id` = its message_id (messages of one transaction share a timestamp).
 CREATE FUNCTION wa.messages(conversation_id uuid, max_rows integer DEFAULT 50,
-                            before timestamptz DEFAULT NULL)
+                            before timestamptz DEFAULT NULL, before_id uuid DEFAULT NULL)
     RETURNS SETOF wa.message_summary
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -80,6 +86,7 @@ DECLARE
     v_tenant uuid := wa._authorize_conversation($1);
     v_max integer := $2;
     v_before timestamptz := $3;
+    v_before_id uuid := $4;
 BEGIN
     IF v_max IS NULL OR v_max < 1 OR v_max > 1000 THEN
         RAISE EXCEPTION 'max_rows must be between 1 and 1000' USING ERRCODE = 'invalid_parameter_value';
@@ -91,8 +98,10 @@ BEGIN
       FROM wa.messages m
      WHERE m.conversation_id = v_conversation
        AND m.tenant_id = v_tenant
-       AND (v_before IS NULL OR m.created_at < v_before)
-     ORDER BY m.created_at DESC, m.message_id
+       AND (v_before IS NULL
+            OR m.created_at < v_before
+            OR (v_before_id IS NOT NULL AND m.created_at = v_before AND m.message_id < v_before_id))
+     ORDER BY m.created_at DESC, m.message_id DESC
      LIMIT v_max;
 END
 $$;

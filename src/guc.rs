@@ -12,8 +12,8 @@ pub static GRAPH_API_VERSION: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"v25.0"));
 pub static TENANT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static ALLOW_ANY_DATABASE: GucSetting<bool> = GucSetting::<bool>::new(false);
-pub static WORKER_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1000);
-pub static WORKER_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(16);
+pub static WORKER_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(4000);
+pub static WORKER_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(32);
 pub static RATE_LIMIT_PER_NUMBER: GucSetting<i32> = GucSetting::<i32>::new(80);
 pub static HTTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(15_000);
 pub static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(10);

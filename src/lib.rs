@@ -13,6 +13,7 @@ mod error;
 mod guc;
 mod ingest;
 mod keys;
+mod plans;
 mod rotate;
 mod send;
 mod signup;

@@ -401,10 +401,16 @@ fn status_for_an_unknown_wamid_is_kept_and_applied_when_the_wamid_arrives() {
         one_i64(&mut su, "SELECT count(*) FROM wa.pending_statuses"),
         2
     );
-    // The worker stores the wamid Meta returned: pending statuses apply at once.
+    // The worker stores the wamid Meta returned and, in the same write-back, applies the
+    // statuses that were waiting for it.
     su.execute(
         "UPDATE wa.messages SET wamid = 'wamid.late' WHERE message_id = $1::text::uuid",
         &[&m],
+    )
+    .unwrap();
+    su.execute(
+        "SELECT wa._apply_pending_statuses(ARRAY[$1::text::uuid], ARRAY['wamid.late'])",
+        &[&a],
     )
     .unwrap();
     let row = su
@@ -993,4 +999,53 @@ fn closed_conversations_reopen_on_the_next_message_and_mark_read_resets_unread()
         )
         .unwrap();
     assert_eq!(row.get::<_, i32>(0), 1, "c1 and c2 read, c3 still unread");
+}
+
+#[test]
+fn paging_with_before_and_before_id_skips_nothing_when_timestamps_tie() {
+    let (db, _, _) = setup("paging");
+    let mut su = db.superuser();
+    // Seven messages with one timestamp (Meta's timestamps have one-second resolution).
+    let messages: Vec<Value> = (0..7)
+        .map(|i| {
+            json!({"id": format!("wamid.p{i}"), "from": "15550001111", "timestamp": "1790000000",
+                        "type": "text", "text": {"body": format!("m{i}")}})
+        })
+        .collect();
+    ingest(
+        &mut su,
+        &envelope(
+            WABA_A,
+            "messages",
+            json!({"messaging_product": "whatsapp",
+        "metadata": metadata(PHONE_A), "messages": messages}),
+        ),
+    );
+    let conv: uuid::Uuid = su
+        .query_one("SELECT conversation_id FROM wa.conversations", &[])
+        .unwrap()
+        .get(0);
+    let mut seen = Vec::new();
+    let mut cursor: Option<(std::time::SystemTime, uuid::Uuid)> = None;
+    loop {
+        let rows = su
+            .query(
+                "SELECT wamid, created_at, message_id FROM wa.messages($1, 3, $2, $3)",
+                &[&conv, &cursor.map(|c| c.0), &cursor.map(|c| c.1)],
+            )
+            .unwrap();
+        if rows.is_empty() {
+            break;
+        }
+        for r in &rows {
+            seen.push(r.get::<_, String>(0));
+        }
+        let last = rows.last().unwrap();
+        cursor = Some((last.get(1), last.get(2)));
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        (0..7).map(|i| format!("wamid.p{i}")).collect::<Vec<_>>()
+    );
 }

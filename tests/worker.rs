@@ -521,7 +521,7 @@ fn one_number_is_held_to_its_rate_while_others_run_at_full_speed() {
         );
     }
     su.batch_execute("COMMIT").unwrap();
-    std::thread::sleep(Duration::from_secs(12));
+    std::thread::sleep(Duration::from_secs(13));
     let log = env
         .sim
         .admin("GET", "requests?since=0&limit=100000", Value::Null)
@@ -588,6 +588,25 @@ fn reconnect() -> Client {
     }
 }
 
+/// `pg_ctl restart` of the test cluster in the given shutdown mode.
+fn restart_cluster(mode: &str) {
+    let data = wa_integration_tests::cluster_dir().join("data");
+    let restart = std::process::Command::new("runuser")
+        .args([
+            "-u",
+            "postgres",
+            "--",
+            "/usr/lib/postgresql/15/bin/pg_ctl",
+            "-D",
+        ])
+        .arg(&data)
+        .args(["-m", mode, "-w", "-t", "60", "restart"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(restart.success(), "pg_ctl restart -m {mode}");
+}
+
 fn accepted_total(sim: &Sim) -> i64 {
     sim.admin("GET", "stats?detail=0", Value::Null).1["sends"]["accepted"]
         .as_i64()
@@ -638,21 +657,7 @@ fn a_worker_crash_and_an_immediate_restart_lose_nothing() {
         accepted_total(&env.sim) >= (TOTAL / 2) as i64
     });
     let at_restart = accepted_total(&env.sim);
-    let data = wa_integration_tests::cluster_dir().join("data");
-    let restart = std::process::Command::new("runuser")
-        .args([
-            "-u",
-            "postgres",
-            "--",
-            "/usr/lib/postgresql/15/bin/pg_ctl",
-            "-D",
-        ])
-        .arg(&data)
-        .args(["-m", "immediate", "-w", "-t", "60", "restart"])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(restart.success(), "pg_ctl restart -m immediate");
+    restart_cluster("immediate");
     let mut c = reconnect();
     wait_until("every message sent", Duration::from_secs(120), || {
         c.query_one(
@@ -852,4 +857,40 @@ fn an_expired_signup_code_is_a_clear_error_and_state_error() {
         s2.phone_number_id.as_str(),
         "{status}"
     );
+}
+
+#[test]
+fn dropping_the_served_database_is_not_blocked_by_the_worker() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut admin = connect_as("postgres", "postgres");
+    wait_for_worker(&mut admin);
+    // Other tests' client sessions may linger; only the worker must not block the drop.
+    admin
+        .batch_execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE datname = '{DB}' AND backend_type = 'client backend'"
+        ))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    admin.batch_execute(&format!("DROP DATABASE {DB}")).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "DROP DATABASE took {:?}",
+        started.elapsed()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        worker_pid(&mut admin),
+        None,
+        "the worker stays gone with its database"
+    );
+    // Put things back as the other tests expect them.
+    admin
+        .batch_execute(&format!("CREATE DATABASE {DB}"))
+        .unwrap();
+    drop(admin);
+    restart_cluster("fast");
+    let mut c = reconnect();
+    wait_for_worker(&mut c);
 }

@@ -5,6 +5,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::cors::AllowedOrigins;
+
 /// Meta caps a webhook delivery at 3 MB; 4 MiB leaves headroom.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
@@ -64,6 +66,9 @@ pub struct Config {
     /// long-lived state is as good as a password).
     pub state_max_ttl: Duration,
     pub connect_page: ConnectPage,
+    /// Origins allowed to call `/signup/config` and `/signup/exchange` from a browser page
+    /// served elsewhere; empty (the default): no CORS headers, same-origin only.
+    pub allowed_origins: AllowedOrigins,
 }
 
 impl Config {
@@ -77,6 +82,7 @@ impl Config {
             db_timeout: Duration::from_secs(5),
             state_max_ttl: Duration::from_secs(24 * 3600),
             connect_page: ConnectPage::default(),
+            allowed_origins: AllowedOrigins::default(),
         }
     }
 }

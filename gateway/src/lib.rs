@@ -5,11 +5,13 @@
 //! could not take and stops retrying what it will never take.
 //!
 //! The flow of a request: `server` (routing, metrics, logs) → `webhook` / `signup` /
-//! `assets` / `ops` → `db` (pool, error classification). `state` holds the signed signup
+//! `assets` / `ops` → `db` (pool, error classification); `cors` wraps the two signup API
+//! routes only. `state` holds the signed signup
 //! state the host app mints for a tenant.
 
 pub mod assets;
 pub mod config;
+pub mod cors;
 pub mod db;
 pub mod error;
 pub mod metrics;
@@ -20,5 +22,6 @@ pub mod state;
 pub mod webhook;
 
 pub use config::{Config, ConnectPage, StateSecret};
+pub use cors::AllowedOrigins;
 pub use server::{App, router, serve};
 pub use state::{StateError, mint_state, verify_state};

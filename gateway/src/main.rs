@@ -10,7 +10,9 @@ use tracing_subscriber::EnvFilter;
 use uuid::Uuid;
 
 use whatsapp_gateway::config::DEFAULT_MAX_BODY_BYTES;
-use whatsapp_gateway::{App, Config, ConnectPage, StateSecret, db, mint_state, serve};
+use whatsapp_gateway::{
+    AllowedOrigins, App, Config, ConnectPage, StateSecret, db, mint_state, serve,
+};
 
 #[derive(Parser)]
 #[command(
@@ -67,6 +69,11 @@ struct Cli {
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
     #[arg(long, env = "WA_GATEWAY_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
     shutdown_timeout_secs: u64,
+
+    /// Comma-separated origins (`https://app.example.com`) whose pages may call
+    /// /signup/config and /signup/exchange cross-origin. Empty: same-origin only.
+    #[arg(long, env = "WA_GATEWAY_ALLOWED_ORIGINS", default_value = "")]
+    allowed_origins: String,
 
     /// Log format: text or json.
     #[arg(long, env = "WA_GATEWAY_LOG_FORMAT", default_value = "text")]
@@ -165,6 +172,14 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
+    let allowed_origins = match AllowedOrigins::parse(&cli.allowed_origins) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("whatsapp-gateway: --allowed-origins: {e}");
+            return ExitCode::from(2);
+        }
+    };
+
     init_logs(&cli.log_format);
     let Some(database_url) = cli.database_url.clone() else {
         eprintln!("whatsapp-gateway: --database-url or WA_GATEWAY_DATABASE_URL is required");
@@ -182,6 +197,7 @@ fn main() -> ExitCode {
             sdk_url: cli.connect_sdk_url.clone(),
             message_origin: cli.connect_message_origin.clone(),
         },
+        allowed_origins,
     };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -200,6 +216,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli, config: Config) -> ExitCode {
     if config.state_secret.is_none() {
         tracing::warn!("no state secret configured: POST /signup/exchange will answer 503");
+    }
+    if !config.allowed_origins.is_empty() {
+        tracing::info!(origins = ?config.allowed_origins, "CORS enabled for /signup/config and /signup/exchange");
     }
     let target = db::describe(&config.database_url);
     let app = match App::new(config) {

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::metrics::{Metrics, route_label};
-use crate::{assets, db, ops, signup, webhook};
+use crate::{assets, cors, db, ops, signup, webhook};
 
 /// What every handler shares.
 pub struct App {
@@ -35,10 +35,17 @@ impl App {
 }
 
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/webhook", get(webhook::verify).post(webhook::receive))
+    // The only routes a page on another origin may call (when --allowed-origins lists it).
+    let signup_api = Router::new()
         .route("/signup/config", get(signup::config))
         .route("/signup/exchange", post(signup::exchange))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            cors::signup_cors,
+        ));
+    Router::new()
+        .route("/webhook", get(webhook::verify).post(webhook::receive))
+        .merge(signup_api)
         .route("/connect", get(signup::connect_page))
         .route("/assets/{*path}", get(assets::serve))
         .route("/healthz", get(ops::healthz))

@@ -407,3 +407,174 @@ fn exchange_with_an_expired_code_is_a_clear_4xx_and_state_error() {
     let status: Value = db.connection_status(tenant);
     assert_eq!(status["state"], "error", "{status}");
 }
+
+// ---- CORS (opt-in, signup API only) ---------------------------------------------------
+
+const APP_ORIGIN: &str = "https://app.example.com";
+
+fn cors_gateway(database_url: String) -> Gateway {
+    let mut cfg = config_for(database_url);
+    cfg.allowed_origins =
+        whatsapp_gateway::AllowedOrigins::parse(&format!("{APP_ORIGIN}, http://localhost:3000"))
+            .expect("origins");
+    Gateway::start(cfg)
+}
+
+fn preflight(gw: &Gateway, path: &str, origin: &str, method: &str) -> Resp {
+    http(
+        "OPTIONS",
+        &gw.url(path),
+        &[
+            ("origin", origin),
+            ("access-control-request-method", method),
+            ("access-control-request-headers", "content-type"),
+        ],
+        Vec::new(),
+    )
+}
+
+#[test]
+fn cors_preflight_from_a_listed_origin_is_204_with_the_headers() {
+    // No database needed: the preflight is answered before any handler.
+    let gw = cors_gateway("host=127.0.0.1 port=1 user=x dbname=x".into());
+    for (path, method) in [("/signup/exchange", "POST"), ("/signup/config", "GET")] {
+        let r = preflight(&gw, path, APP_ORIGIN, method);
+        assert_eq!(r.status, 204, "{path}: {}", r.body);
+        assert_eq!(r.header("access-control-allow-origin"), Some(APP_ORIGIN));
+        assert_eq!(r.header("access-control-allow-methods"), Some("GET, POST"));
+        assert_eq!(
+            r.header("access-control-allow-headers"),
+            Some("content-type")
+        );
+        assert_eq!(r.header("access-control-max-age"), Some("600"));
+        assert!(
+            r.header("vary")
+                .is_some_and(|v| v.eq_ignore_ascii_case("origin")),
+            "{:?}",
+            r.headers
+        );
+        assert!(r.header("access-control-allow-credentials").is_none());
+    }
+    // The second listed origin answers with itself, never a wildcard.
+    let r = preflight(&gw, "/signup/exchange", "http://localhost:3000", "POST");
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("http://localhost:3000")
+    );
+}
+
+#[test]
+fn cors_preflight_from_an_unlisted_origin_gets_no_cors_headers() {
+    let gw = cors_gateway("host=127.0.0.1 port=1 user=x dbname=x".into());
+    for origin in [
+        "https://evil.example.net",
+        "https://app.example.com.evil.test",
+        "http://app.example.com",
+        "null",
+    ] {
+        let r = preflight(&gw, "/signup/exchange", origin, "POST");
+        assert_ne!(r.status, 204, "{origin}");
+        assert!(!r.has_cors_headers(), "{origin}: {:?}", r.headers);
+    }
+    // Without --allowed-origins nothing changes: no CORS headers for anyone.
+    let plain = Gateway::start(config_for("host=127.0.0.1 port=1 user=x dbname=x".into()));
+    let r = preflight(&plain, "/signup/exchange", APP_ORIGIN, "POST");
+    assert_ne!(r.status, 204);
+    assert!(!r.has_cors_headers(), "{:?}", r.headers);
+    assert!(r.header("vary").is_none(), "{:?}", r.headers);
+}
+
+#[test]
+fn cors_exchange_and_config_from_a_listed_origin_carry_the_header() {
+    let db = TestDb::new("cors_su");
+    let gw = cors_gateway(db.gateway_dsn());
+    // A refused state still carries the header, so the page can read the error.
+    let r = http(
+        "POST",
+        &gw.url("/signup/exchange"),
+        &[("content-type", "application/json"), ("origin", APP_ORIGIN)],
+        serde_json::to_vec(&json!({"state": "v1.garbage", "code": "AQBx"})).expect("json"),
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.header("access-control-allow-origin"), Some(APP_ORIGIN));
+    assert!(r.header("vary").is_some());
+    assert!(r.header("access-control-allow-credentials").is_none());
+    assert!(r.json()["error"]["message"].is_string());
+
+    let r = http(
+        "GET",
+        &gw.url("/signup/config"),
+        &[("origin", APP_ORIGIN)],
+        Vec::new(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("access-control-allow-origin"), Some(APP_ORIGIN));
+    assert_eq!(r.json()["app_id"], APP_ID);
+
+    // The same call from an unlisted origin is answered (the browser blocks it) but
+    // without the header.
+    let r = http(
+        "GET",
+        &gw.url("/signup/config"),
+        &[("origin", "https://evil.example.net")],
+        Vec::new(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!r.has_cors_headers(), "{:?}", r.headers);
+}
+
+#[test]
+fn cors_exchange_against_graph_sim_from_a_listed_origin() {
+    let sim = sim();
+    let db = TestDb::new("cors_ok");
+    let gw = cors_gateway(db.gateway_dsn());
+    let tenant = db.create_tenant("Cross Origin Cafe");
+    let s = sim.signup().expect("sim signup");
+    let state = mint_state(STATE_SECRET.as_bytes(), tenant, Duration::from_secs(600));
+    let r = http(
+        "POST",
+        &gw.url("/signup/exchange"),
+        &[("content-type", "application/json"), ("origin", APP_ORIGIN)],
+        serde_json::to_vec(&json!({"state": state, "code": s.code, "waba_id": s.waba_id, "phone_number_id": s.phone_number_id}))
+            .expect("json"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("access-control-allow-origin"), Some(APP_ORIGIN));
+    assert_eq!(r.json()["state"], "connected");
+}
+
+#[test]
+fn cors_never_applies_to_the_webhook() {
+    let db = TestDb::new("cors_wh");
+    let gw = cors_gateway(db.gateway_dsn());
+    let body = delivery_body();
+    let r = http(
+        "POST",
+        &gw.url("/webhook"),
+        &[
+            ("content-type", "application/json"),
+            ("x-hub-signature-256", &sign(&body)),
+            ("origin", APP_ORIGIN),
+        ],
+        body.into_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!r.has_cors_headers(), "{:?}", r.headers);
+    let r = http(
+        "GET",
+        &handshake_url(&gw, VERIFY_TOKEN, "42"),
+        &[("origin", APP_ORIGIN)],
+        Vec::new(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!r.has_cors_headers(), "{:?}", r.headers);
+    let r = preflight(&gw, "/webhook", APP_ORIGIN, "POST");
+    assert_ne!(r.status, 204);
+    assert!(!r.has_cors_headers(), "{:?}", r.headers);
+    // Nor to the other routes.
+    for path in ["/healthz", "/metrics", "/connect"] {
+        let r = preflight(&gw, path, APP_ORIGIN, "GET");
+        assert!(!r.has_cors_headers(), "{path}: {:?}", r.headers);
+    }
+}

@@ -88,7 +88,7 @@ fn process(event_id: i64, body: &str, raise_on_reject: bool) -> WaResult<pgrx::J
         parts::plan(change, has_nul, &mut planned, &mut summary.errors);
     }
     apply(&planned, &mut summary);
-    if summary.messages > 0 {
+    if planned.iter().any(Planned::has_media) {
         // Inbound media is fetched by the worker right after this commits.
         crate::send::wake::on_commit();
     }

@@ -1,6 +1,7 @@
 //! From parsed changes to the parts we apply, and applying each with the SQL functions in
 //! `sql/ingest.sql`.
 
+use crate::plans;
 use pgrx::prelude::*;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -10,6 +11,14 @@ use whatsapp_client::webhook::{Change, ChangeValue, MessagesValue};
 pub struct Planned {
     pub at: String,
     pub part: Part,
+}
+
+impl Planned {
+    /// An inbound media message: applying it queues a download for the worker.
+    pub fn has_media(&self) -> bool {
+        matches!(&self.part, Part::Inbound { kind, .. }
+            if matches!(kind.as_str(), "image" | "audio" | "video" | "document" | "sticker"))
+    }
 }
 
 pub enum Part {
@@ -358,8 +367,9 @@ impl Router {
         if let Some(t) = self.cache.get(&(kind, id.to_string())) {
             return Ok(*t);
         }
-        let t = Spi::get_one_with_args::<pgrx::Uuid>(
-            "SELECT wa._route($1, $2)",
+        let t = plans::get_one::<pgrx::Uuid>(
+            "SELECT tenant_id FROM wa.routes WHERE kind = $1 AND external_id = $2",
+            &[plans::TEXT, plans::TEXT],
             &[kind.into(), id.into()],
         )
         .map_err(|e| e.to_string())?;
@@ -420,9 +430,13 @@ pub fn apply(planned: &Planned, router: &mut Router) -> Result<(), String> {
             preview,
         } => {
             let tenant = router.require("phone_number", phone)?;
-            spi(Spi::get_one_with_args::<pgrx::Uuid>(
+            spi(plans::get_one::<pgrx::Uuid>(
                 "SELECT wa._apply_inbound($1, $2, $3, $4, $5, $6, $7, $8, $9,
                         COALESCE(pg_catalog.to_timestamp($10::double precision), pg_catalog.now()), $11, $12)",
+                &[
+                    plans::UUID, plans::TEXT, plans::TEXT, plans::TEXT, plans::TEXT, plans::TEXT,
+                    plans::TEXT, plans::TEXT, plans::JSONB, plans::FLOAT8, plans::TEXT, plans::TEXT,
+                ],
                 &[
                     tenant.into(), phone.as_str().into(), wamid.as_str().into(), wa_id.clone().into(),
                     user_id.clone().into(), name.clone().into(), username.clone().into(),
@@ -444,10 +458,21 @@ pub fn apply(planned: &Planned, router: &mut Router) -> Result<(), String> {
             raw,
         } => {
             let tenant = router.require("phone_number", phone)?;
-            spi(Spi::get_one_with_args::<String>(
+            spi(plans::get_one::<String>(
                 "SELECT wa._apply_status($1, $2, $3,
                         COALESCE(pg_catalog.to_timestamp($4::double precision), pg_catalog.now()),
                         $5, $6, $7, $8, $9)",
+                &[
+                    plans::UUID,
+                    plans::TEXT,
+                    plans::TEXT,
+                    plans::FLOAT8,
+                    plans::TEXT,
+                    plans::JSONB,
+                    plans::JSONB,
+                    plans::JSONB,
+                    plans::JSONB,
+                ],
                 &[
                     tenant.into(),
                     wamid.as_str().into(),

@@ -28,10 +28,17 @@ pub fn finish(event_id: i64, status: &str, summary: &Value, errors: &[Value]) ->
     } else {
         Some(pgrx::JsonB(Value::Array(errors.to_vec())))
     };
-    Spi::run_with_args(
+    crate::plans::get_one::<i64>(
         "UPDATE wa.webhook_events
             SET status = $2, summary = $3, errors = $4, processed_at = pg_catalog.clock_timestamp()
-          WHERE webhook_event_id = $1",
+          WHERE webhook_event_id = $1
+         RETURNING webhook_event_id",
+        &[
+            crate::plans::INT8,
+            crate::plans::TEXT,
+            crate::plans::JSONB,
+            crate::plans::JSONB,
+        ],
         &[
             event_id.into(),
             status.into(),

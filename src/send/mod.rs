@@ -112,13 +112,18 @@ fn send_message(
 /// A text message.
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-fn send_text(tenant_id: pgrx::Uuid, to_number: &str, body: &str) -> pgrx::Uuid {
+fn send_text(
+    tenant_id: pgrx::Uuid,
+    to_number: &str,
+    body: &str,
+    idempotency_key: default!(Option<&str>, "NULL"),
+) -> pgrx::Uuid {
     send(
         tenant_id,
         to_number,
         &json!({ "type": "text", "text": { "body": body } }),
         None,
-        None,
+        idempotency_key,
     )
     .or_raise()
 }
@@ -132,12 +137,13 @@ fn send_template(
     name: &str,
     language: &str,
     components: default!(pgrx::JsonB, "'[]'"),
+    idempotency_key: default!(Option<&str>, "NULL"),
 ) -> pgrx::Uuid {
     let message = json!({
         "type": "template",
         "template": { "name": name, "language": { "code": language }, "components": components.0 }
     });
-    send(tenant_id, to_number, &message, None, None).or_raise()
+    send(tenant_id, to_number, &message, None, idempotency_key).or_raise()
 }
 
 fn mark(tenant_id: pgrx::Uuid, wamid: &str, typing: bool) -> WaResult<pgrx::Uuid> {

@@ -2,9 +2,12 @@
 //! calls stay on the worker's main thread). Connections are kept alive and bounded by the
 //! pool size, so the worker stays far below the default 1,024 open files at any queue size.
 
+use super::limiter::Pacer;
 use crossbeam_channel::{Receiver, Sender, unbounded};
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use whatsapp_client::api::{ApiError, GraphClient, Secret};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,12 +57,6 @@ pub struct Done {
     pub outcome: Outcome,
 }
 
-pub struct Pool {
-    jobs: Option<Sender<Job>>,
-    pub results: Receiver<Done>,
-    threads: Vec<JoinHandle<()>>,
-}
-
 fn run(client: &GraphClient, job: &Job) -> Outcome {
     match job.kind {
         Kind::Message | Kind::MarkRead => {
@@ -85,55 +82,203 @@ fn run(client: &GraphClient, job: &Job) -> Outcome {
     }
 }
 
+/// A claimed job waiting for its send time.
+struct Scheduled {
+    at: Instant,
+    job: Job,
+}
+
+/// Claimed jobs waiting per business number, each number's in send-time order.
+#[derive(Default)]
+struct Waiting {
+    lanes: HashMap<String, VecDeque<Scheduled>>,
+    order: Vec<String>,
+    turn: usize,
+    len: usize,
+}
+
+impl Waiting {
+    fn push(&mut self, s: Scheduled) {
+        let phone = s.job.phone.clone();
+        let lane = self.lanes.entry(phone.clone()).or_default();
+        if lane.is_empty() && !self.order.contains(&phone) {
+            self.order.push(phone);
+        }
+        lane.push_back(s);
+        self.len += 1;
+    }
+
+    /// The next job that may be sent now: numbers take turns, and a number only when its
+    /// next message is due and its pacing allows.
+    fn take_due(&mut self, pacer: &mut Pacer, now: Instant) -> Option<Job> {
+        let n = self.order.len();
+        for k in 0..n {
+            let i = (self.turn + k) % n;
+            let phone = &self.order[i];
+            let Some(lane) = self.lanes.get_mut(phone) else {
+                continue;
+            };
+            if lane.front().is_none_or(|s| s.at > now) || pacer.try_release(phone, now).is_err() {
+                continue;
+            }
+            let job = lane.pop_front().map(|s| s.job);
+            self.len -= 1;
+            self.turn = (i + 1) % n;
+            if lane.is_empty() {
+                let phone = phone.clone();
+                self.lanes.remove(&phone);
+                self.order.retain(|p| *p != phone);
+                self.turn = if self.order.is_empty() {
+                    0
+                } else {
+                    self.turn % self.order.len()
+                };
+            }
+            return job;
+        }
+        None
+    }
+
+    /// When the next waiting job can go (none waiting: None).
+    fn next_opening(&self, pacer: &mut Pacer, now: Instant) -> Option<Instant> {
+        self.lanes
+            .iter()
+            .filter_map(|(phone, lane)| {
+                lane.front().map(|s| s.at.max(pacer.release_at(phone, now)))
+            })
+            .min()
+    }
+
+    fn drain_all(&mut self) -> Vec<Job> {
+        self.order.clear();
+        self.len = 0;
+        self.lanes
+            .drain()
+            .flat_map(|(_, l)| l.into_iter().map(|s| s.job))
+            .collect()
+    }
+}
+
+struct State {
+    waiting: Waiting,
+    pacer: Pacer,
+    open: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+/// The HTTP threads and the jobs waiting for them. Threads take the next due job themselves,
+/// so pacing holds at the moment of sending and no number queues behind another.
+pub struct Pool {
+    shared: Arc<Shared>,
+    pub results: Receiver<Done>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+    shared.state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn serve(shared: &Shared, client: &GraphClient, done: &Sender<Done>) {
+    let mut state = lock(shared);
+    loop {
+        if !state.open {
+            return;
+        }
+        let now = Instant::now();
+        let State { waiting, pacer, .. } = &mut *state;
+        if let Some(job) = waiting.take_due(pacer, now) {
+            drop(state);
+            let outcome = run(client, &job);
+            if done.send(Done { job, outcome }).is_err() {
+                return;
+            }
+            state = lock(shared);
+            continue;
+        }
+        let wait = waiting
+            .next_opening(pacer, now)
+            .map(|t| t.saturating_duration_since(now))
+            .unwrap_or(Duration::from_millis(100))
+            .clamp(Duration::from_micros(200), Duration::from_millis(100));
+        state = shared
+            .wake
+            .wait_timeout(state, wait)
+            .map(|(g, _)| g)
+            .unwrap_or_else(|e| e.into_inner().0);
+    }
+}
+
 impl Pool {
-    pub fn start(client: GraphClient, threads: usize) -> Pool {
-        let (jobs_tx, jobs_rx) = unbounded::<Job>();
+    pub fn start(client: GraphClient, threads: usize, pacer: Pacer) -> Pool {
         let (done_tx, done_rx) = unbounded::<Done>();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                waiting: Waiting::default(),
+                pacer,
+                open: true,
+            }),
+            wake: Condvar::new(),
+        });
         let client = Arc::new(client);
         // Block every signal while spawning, so that the threads inherit a full mask and
         // PostgreSQL's signal handlers only ever run on the main thread.
         let handles = with_signals_blocked(|| {
             (0..threads.max(1))
                 .filter_map(|i| {
-                    let rx = jobs_rx.clone();
+                    let shared = shared.clone();
                     let tx = done_tx.clone();
                     let client = client.clone();
                     std::thread::Builder::new()
                         .name(format!("wa-http-{i}"))
-                        .spawn(move || {
-                            while let Ok(job) = rx.recv() {
-                                let outcome = run(&client, &job);
-                                if tx.send(Done { job, outcome }).is_err() {
-                                    break;
-                                }
-                            }
-                        })
+                        .spawn(move || serve(&shared, &client, &tx))
                         .ok()
                 })
                 .collect()
         });
         Pool {
-            jobs: Some(jobs_tx),
+            shared,
             results: done_rx,
             threads: handles,
         }
     }
 
-    /// Hands a job to the HTTP threads; false when the pool is shut down.
-    pub fn submit(&self, job: Job) -> bool {
-        match &self.jobs {
-            Some(tx) => tx.send(job).is_ok(),
-            None => false,
+    /// Schedules claimed jobs on their numbers' lanes and wakes the threads.
+    pub fn enqueue(&self, jobs: Vec<Job>) {
+        if jobs.is_empty() {
+            return;
         }
+        let mut state = lock(&self.shared);
+        for job in jobs {
+            let at = state.pacer.schedule(&job.phone);
+            state.waiting.push(Scheduled { at, job });
+        }
+        drop(state);
+        self.shared.wake.notify_all();
     }
 
-    /// Stops taking jobs and waits for the threads to finish what they hold.
-    pub fn shutdown(mut self) -> Vec<Done> {
-        self.jobs = None;
+    /// Runs `f` with the pacer (claim budgets, rates, throttling, snapshots).
+    pub fn with_pacer<R>(&self, f: impl FnOnce(&mut Pacer) -> R) -> R {
+        f(&mut lock(&self.shared).pacer)
+    }
+
+    /// Stops the threads (each finishes the request it is making) and returns the jobs that
+    /// never started, the results not yet collected, and the pacer.
+    pub fn shutdown(mut self) -> (Vec<Job>, Vec<Done>, Pacer) {
+        let waiting = {
+            let mut state = lock(&self.shared);
+            state.open = false;
+            state.waiting.drain_all()
+        };
+        self.shared.wake.notify_all();
         for h in self.threads.drain(..) {
             let _ = h.join();
         }
-        self.results.try_iter().collect()
+        let pacer = std::mem::replace(&mut lock(&self.shared).pacer, Pacer::new(1.0));
+        (waiting, self.results.try_iter().collect(), pacer)
     }
 }
 

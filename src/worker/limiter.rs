@@ -6,12 +6,18 @@
 //! time) keeps a number at its rate even when its messages share the HTTP threads with other
 //! numbers' traffic, and an idle number's first message still goes out at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
+
+/// How far ahead of its lane a number may claim: a quarter of a second keeps every number's
+/// lane fed while no single number can fill the worker with claimed-but-waiting messages.
+const HORIZON: f64 = 0.25;
 
 struct Lane {
     rate: f64,
     next: Instant,
+    /// Release times within the last second (never more than `rate` of them).
+    recent: VecDeque<Instant>,
     queued: usize,
     sent: u64,
     throttled: u64,
@@ -48,19 +54,19 @@ impl Pacer {
         self.rates.get(phone).copied().unwrap_or(self.default_rate)
     }
 
-    /// What a number never seen before may claim: one second of its rate.
+    /// What a number never seen before may claim: one horizon of its rate.
     pub fn default_budget(&self) -> i32 {
-        self.default_rate.ceil() as i32
+        (self.default_rate * HORIZON).ceil() as i32
     }
 
-    /// How many more messages each known number may claim (about one second's worth ahead
-    /// of its lane), and the numbers that may claim none now.
+    /// How many more messages each known number may claim (up to HORIZON ahead of its
+    /// lane), and the numbers that may claim none now.
     pub fn budgets(&mut self) -> (Vec<String>, Vec<i32>, Vec<String>) {
         let now = Instant::now();
         let (mut phones, mut budgets, mut exhausted) = (Vec::new(), Vec::new(), Vec::new());
         for (phone, lane) in self.lanes.iter() {
             let ahead = lane.next.saturating_duration_since(now).as_secs_f64();
-            let budget = (lane.rate * (1.0 - ahead)).floor() as i64;
+            let budget = (lane.rate * (HORIZON - ahead)).ceil() as i64;
             let budget = budget.clamp(0, i32::MAX as i64) as i32;
             if budget <= 0 {
                 exhausted.push(phone.clone());
@@ -79,6 +85,7 @@ impl Pacer {
         let lane = self.lanes.entry(phone.to_string()).or_insert_with(|| Lane {
             rate,
             next: now,
+            recent: VecDeque::new(),
             queued: 0,
             sent: 0,
             throttled: 0,
@@ -92,11 +99,40 @@ impl Pacer {
         at
     }
 
-    /// A scheduled message was handed to the HTTP threads.
-    pub fn released(&mut self, phone: &str) {
-        if let Some(lane) = self.lanes.get_mut(phone) {
-            lane.queued = lane.queued.saturating_sub(1);
-            lane.sent += 1;
+    /// Whether a due message of this number may go to the HTTP threads now; if not, when.
+    /// No more than `rate` messages of a number are released in any one-second window, so a
+    /// number whose messages were delayed catches up only as far as its rate allows.
+    pub fn try_release(&mut self, phone: &str, now: Instant) -> Result<(), Instant> {
+        let at = self.release_at(phone, now);
+        if at > now {
+            return Err(at);
+        }
+        let Some(lane) = self.lanes.get_mut(phone) else {
+            return Ok(());
+        };
+        lane.recent.push_back(now);
+        lane.queued = lane.queued.saturating_sub(1);
+        lane.sent += 1;
+        Ok(())
+    }
+
+    /// When the pacing next allows a message of this number.
+    pub fn release_at(&mut self, phone: &str, now: Instant) -> Instant {
+        let Some(lane) = self.lanes.get_mut(phone) else {
+            return now;
+        };
+        let window = Duration::from_secs(1);
+        while lane
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            lane.recent.pop_front();
+        }
+        if lane.recent.len() as f64 >= lane.rate.floor().max(1.0) {
+            lane.recent.front().map(|t| *t + window).unwrap_or(now)
+        } else {
+            now
         }
     }
 
@@ -164,6 +200,22 @@ mod tests {
         // Another number is not affected.
         let other = p.schedule("2");
         assert!(other.duration_since(first) < Duration::from_millis(50));
+    }
+
+    #[test]
+    fn no_more_than_the_rate_is_released_in_any_second() {
+        let mut p = Pacer::new(80.0);
+        let now = Instant::now();
+        for _ in 0..100 {
+            p.schedule("1");
+        }
+        let released = (0..100).filter(|_| p.try_release("1", now).is_ok()).count();
+        assert_eq!(released, 80);
+        assert!(
+            p.try_release("1", now + Duration::from_millis(999))
+                .is_err()
+        );
+        assert!(p.try_release("1", now + Duration::from_secs(1)).is_ok());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! can be sent twice.
 
 mod dispatch;
+mod dropdb;
 mod limiter;
 mod txn;
 mod writeback;
@@ -18,8 +19,6 @@ use dispatch::{Done, Job, Kind, Pool};
 use limiter::Pacer;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +32,7 @@ pub static PRELOADED: AtomicBool = AtomicBool::new(false);
 pub fn register() {
     PRELOADED.store(true, Ordering::Relaxed);
     wake::init_shmem();
+    dropdb::install();
     BackgroundWorkerBuilder::new("whatsapp_pg worker")
         .set_type("whatsapp_pg worker")
         .set_library("whatsapp_pg")
@@ -99,39 +99,18 @@ pub struct Stats {
     dirty: bool,
 }
 
-/// A claimed job waiting for its send time.
-struct Scheduled {
-    at: Instant,
-    seq: u64,
-    job: Job,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
 struct Worker {
     settings: Settings,
     pool: Pool,
+    /// Jobs handed to the pool (waiting for their send time or being sent), not yet recorded.
     in_flight: usize,
-    limiter: Pacer,
-    scheduled: BinaryHeap<Reverse<Scheduled>>,
-    seq: u64,
     tokens: HashMap<String, (String, Arc<Secret>)>,
     rates_loaded: Option<Instant>,
+    /// After a failed claim (e.g. the extension is not installed yet), wait before the next.
+    claim_paused_until: Option<Instant>,
+    /// Finished requests not yet recorded: written back in batches, not one by one.
+    finished: Vec<Done>,
+    finished_since: Option<Instant>,
     stats: Stats,
     flushed: Instant,
     started: bool,
@@ -148,14 +127,18 @@ pub extern "C-unwind" fn wa_worker_main(_arg: pg_sys::Datum) {
     log!("whatsapp_pg worker started for database \"{database}\"");
     let settings = Settings::read();
     let mut worker = Worker {
-        pool: Pool::start(settings.client(), settings.concurrency),
-        limiter: Pacer::new(settings.rate),
-        scheduled: BinaryHeap::new(),
-        seq: 0,
+        pool: Pool::start(
+            settings.client(),
+            settings.concurrency,
+            Pacer::new(settings.rate),
+        ),
         settings,
         in_flight: 0,
         tokens: HashMap::new(),
         rates_loaded: None,
+        claim_paused_until: None,
+        finished: Vec::new(),
+        finished_since: None,
         stats: Stats::default(),
         flushed: Instant::now(),
         started: false,
@@ -174,39 +157,44 @@ impl Worker {
             if BackgroundWorker::sighup_received() {
                 self.reload();
             }
-            let held = self.in_flight + self.scheduled.len();
-            let claimed = if held * 2 <= self.settings.batch {
-                self.claim(self.settings.batch - held)
+            let claimed = if self.in_flight * 2 <= self.settings.batch {
+                self.claim(self.settings.batch - self.in_flight)
             } else {
                 0
             };
-            self.release_due();
             let mut finished: Vec<Done> = self.pool.results.try_iter().collect();
-            if finished.is_empty() && self.in_flight > 0 && claimed == 0 {
-                let wait = self
-                    .until_next_due()
-                    .unwrap_or(Duration::from_millis(2))
-                    .min(Duration::from_millis(2));
-                if let Ok(done) = self.pool.results.recv_timeout(wait) {
-                    finished.push(done);
-                    finished.extend(self.pool.results.try_iter());
-                }
+            if finished.is_empty()
+                && self.in_flight > 0
+                && claimed == 0
+                && let Ok(done) = self.pool.results.recv_timeout(Duration::from_millis(2))
+            {
+                finished.push(done);
+                finished.extend(self.pool.results.try_iter());
             }
             if !finished.is_empty() {
                 self.in_flight -= finished.len().min(self.in_flight);
-                self.write_back(finished);
+                self.finished.extend(finished);
+                self.finished_since.get_or_insert_with(Instant::now);
+            }
+            // Record outcomes in batches: a transaction per few hundred results, or sooner
+            // when nothing else is in flight or the oldest result has waited 10 ms.
+            if !self.finished.is_empty()
+                && (self.finished.len() >= 512
+                    || self.in_flight == 0
+                    || self
+                        .finished_since
+                        .is_some_and(|t| t.elapsed() >= Duration::from_millis(10)))
+            {
+                self.flush_finished();
             }
             self.flush_stats(false);
             if claimed == 0 && self.in_flight == 0 {
-                // Nothing in flight: sleep until woken by a commit, the next paced send, a
-                // number's next opening, or the safety-net poll (retries become due by time).
+                // Nothing in flight: sleep until woken by a commit, a number's next opening,
+                // or the safety-net poll (retries become due by time).
                 let mut wait = idle_sleep
                     .max(Duration::from_millis(200))
                     .min(Duration::from_secs(1));
-                if let Some(d) = self.until_next_due() {
-                    wait = wait.min(d);
-                }
-                if let Some(d) = self.limiter.next_opening() {
+                if let Some(d) = self.pool.with_pacer(|p| p.next_opening()) {
                     wait = wait.min(d);
                 }
                 if !BackgroundWorker::wait_latch(Some(wait.max(Duration::from_millis(1)))) {
@@ -221,26 +209,10 @@ impl Worker {
         self.drain();
     }
 
-    fn until_next_due(&self) -> Option<Duration> {
-        self.scheduled
-            .peek()
-            .map(|Reverse(s)| s.at.saturating_duration_since(Instant::now()))
-    }
-
-    /// Hands the jobs whose send time has come to the HTTP threads.
-    fn release_due(&mut self) {
-        let now = Instant::now();
-        while self.scheduled.peek().is_some_and(|Reverse(s)| s.at <= now) {
-            let Some(Reverse(s)) = self.scheduled.pop() else {
-                break;
-            };
-            self.limiter.released(&s.job.phone);
-            if self.pool.submit(s.job) {
-                self.in_flight += 1;
-            } else {
-                self.note_error("dispatch", "the HTTP pool is not running");
-            }
-        }
+    fn flush_finished(&mut self) {
+        let done = std::mem::take(&mut self.finished);
+        self.finished_since = None;
+        self.write_back(done);
     }
 
     fn reload(&mut self) {
@@ -248,21 +220,24 @@ impl Worker {
         unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         let fresh = Settings::read();
         if fresh != self.settings {
-            self.limiter.set_default_rate(fresh.rate);
+            self.pool.with_pacer(|p| p.set_default_rate(fresh.rate));
             self.rates_loaded = None;
             if fresh.url != self.settings.url
                 || fresh.version != self.settings.version
                 || fresh.concurrency != self.settings.concurrency
                 || fresh.timeout != self.settings.timeout
             {
-                // New connections for the new settings; finish what the old pool holds.
+                // New connections for the new settings: the old threads finish the requests
+                // they are making; jobs that had not started move to the new pool.
                 let old = std::mem::replace(
                     &mut self.pool,
-                    Pool::start(fresh.client(), fresh.concurrency),
+                    Pool::start(fresh.client(), fresh.concurrency, Pacer::new(fresh.rate)),
                 );
-                let left = old.shutdown();
-                self.in_flight -= left.len().min(self.in_flight);
-                self.write_back(left);
+                let (waiting, done, pacer) = old.shutdown();
+                self.pool.with_pacer(|p| *p = pacer);
+                self.pool.enqueue(waiting);
+                self.in_flight -= done.len().min(self.in_flight);
+                self.write_back(done);
             }
             self.settings = fresh;
         }
@@ -270,10 +245,19 @@ impl Worker {
     }
 
     fn drain(&mut self) {
-        // Claimed but not yet sent: make them due again now instead of after their lease.
-        let waiting: Vec<(i64, String)> = std::mem::take(&mut self.scheduled)
+        // Stop the threads; claimed jobs that never started become due again now rather than
+        // after their lease.
+        let old = std::mem::replace(
+            &mut self.pool,
+            Pool::start(self.settings.client(), 0, Pacer::new(1.0)),
+        );
+        let (waiting, done, _) = old.shutdown();
+        self.in_flight -= (waiting.len() + done.len()).min(self.in_flight);
+        self.finished.extend(done);
+        self.flush_finished();
+        let waiting: Vec<(i64, String)> = waiting
             .into_iter()
-            .map(|Reverse(s)| (s.job.outbox_id, s.job.tenant))
+            .map(|job| (job.outbox_id, job.tenant))
             .collect();
         if !waiting.is_empty() {
             let (ids, tenants): (Vec<i64>, Vec<String>) = waiting.into_iter().unzip();
@@ -285,16 +269,6 @@ impl Worker {
                     &[ids.into(), tenants.into()],
                 )
             }));
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.in_flight > 0 && Instant::now() < deadline {
-            if let Ok(done) = self.pool.results.recv_timeout(Duration::from_millis(50)) {
-                self.in_flight -= 1;
-                let mut batch = vec![done];
-                batch.extend(self.pool.results.try_iter());
-                self.in_flight -= (batch.len() - 1).min(self.in_flight);
-                self.write_back(batch);
-            }
         }
         self.flush_stats(true);
     }
@@ -330,88 +304,92 @@ impl Worker {
             .unwrap_or_default()
         });
         if let Ok(rates) = rates {
-            self.limiter.set_default_rate(default);
-            self.limiter.set_rates(rates);
+            self.pool.with_pacer(|p| {
+                p.set_default_rate(default);
+                p.set_rates(rates);
+            });
         }
         self.rates_loaded = Some(Instant::now());
     }
 
     /// Claims due rows (within each number's budget) and hands them to the HTTP threads.
     fn claim(&mut self, capacity: usize) -> usize {
-        if capacity == 0 {
+        if capacity == 0 || self.claim_paused_until.is_some_and(|t| Instant::now() < t) {
             return 0;
         }
         self.load_rates();
-        let (phones, budgets, exhausted) = self.limiter.budgets();
-        let default_budget = self.limiter.default_budget();
+        let (phones, budgets, exhausted, default_budget) = self.pool.with_pacer(|p| {
+            let (a, b, c) = p.budgets();
+            (a, b, c, p.default_budget())
+        });
         let lease = self.settings.lease_secs();
         let media_max = self.settings.media_max_bytes;
         let known: HashMap<String, (String, Arc<Secret>)> = self.tokens.clone();
         let claimed = txn::run(std::panic::AssertUnwindSafe(
             || -> Result<Claimed, crate::error::WaError> {
                 Spi::run("SET LOCAL synchronous_commit = off")?;
-                let mut jobs = Vec::new();
+                let args: [pgrx::datum::DatumWithOid<'_>; 6] = [
+                    (capacity as i64).into(),
+                    exhausted.clone().into(),
+                    phones.clone().into(),
+                    budgets.clone().into(),
+                    default_budget.into(),
+                    lease.into(),
+                ];
+                let raw = crate::plans::with_plan(
+                    CLAIM_SQL,
+                    CLAIM_TYPES,
+                    &args,
+                    |client, plan, args| {
+                        let rows = client.update(plan, None, args)?;
+                        let mut raw = Vec::new();
+                        for row in rows {
+                            raw.push(ClaimedRow {
+                                outbox_id: row.get::<i64>(1)?.unwrap_or_default(),
+                                tenant: row.get::<String>(2)?.unwrap_or_default(),
+                                kind: row.get::<String>(3)?.unwrap_or_default(),
+                                message_id: row.get::<String>(4)?,
+                                phone: row.get::<String>(5)?.unwrap_or_default(),
+                                payload: row.get::<String>(7)?.unwrap_or_default(),
+                                attempts: row.get::<i32>(8)?.unwrap_or_default(),
+                                version: row.get::<String>(9)?.unwrap_or_default(),
+                            });
+                        }
+                        Ok(raw)
+                    },
+                )?;
+                let mut jobs = Vec::with_capacity(raw.len());
                 let mut fresh_tokens = Vec::new();
                 let mut tokens = known.clone();
-                Spi::connect_mut(|client| -> Result<(), crate::error::WaError> {
-                    let rows = client.update(
-                        CLAIM_SQL,
-                        None,
-                        &[
-                            (capacity as i64).into(),
-                            exhausted.clone().into(),
-                            phones.clone().into(),
-                            budgets.clone().into(),
-                            default_budget.into(),
-                            lease.into(),
-                        ],
-                    )?;
-                    let mut raw = Vec::new();
-                    for row in rows {
-                        raw.push((
-                            row.get::<i64>(1)?.unwrap_or_default(),
-                            row.get::<String>(2)?.unwrap_or_default(),
-                            row.get::<String>(3)?.unwrap_or_default(),
-                            row.get::<String>(4)?,
-                            row.get::<String>(5)?.unwrap_or_default(),
-                            row.get::<String>(7)?.unwrap_or_default(),
-                            row.get::<i32>(8)?.unwrap_or_default(),
-                            row.get::<String>(9)?.unwrap_or_default(),
-                        ));
-                    }
-                    for (outbox_id, tenant, kind, message_id, phone, payload, attempts, version) in
-                        raw
-                    {
-                        let token = match tokens.get(&tenant) {
-                            Some((v, t)) if *v == version => t.clone(),
-                            _ => {
-                                let t = match crate::connect::business_token(&tenant) {
-                                    Ok(t) => Arc::new(Secret::new(t.as_str())),
-                                    // No usable token: the write-back treats it as a revoked one.
-                                    Err(_) => Arc::new(Secret::new("")),
-                                };
-                                tokens.insert(tenant.clone(), (version.clone(), t.clone()));
-                                fresh_tokens.push((tenant.clone(), version.clone(), t.clone()));
-                                t
-                            }
-                        };
-                        let Some(kind) = Kind::parse(&kind) else {
-                            continue;
-                        };
-                        jobs.push(Job {
-                            outbox_id,
-                            tenant,
-                            kind,
-                            message_id,
-                            phone,
-                            payload,
-                            attempts,
-                            token,
-                            media_max_bytes: media_max,
-                        });
-                    }
-                    Ok(())
-                })?;
+                for r in raw {
+                    let token = match tokens.get(&r.tenant) {
+                        Some((v, t)) if *v == r.version => t.clone(),
+                        _ => {
+                            let t = match crate::connect::business_token(&r.tenant) {
+                                Ok(t) => Arc::new(Secret::new(t.as_str())),
+                                // No usable token: the write-back treats it as a revoked one.
+                                Err(_) => Arc::new(Secret::new("")),
+                            };
+                            tokens.insert(r.tenant.clone(), (r.version.clone(), t.clone()));
+                            fresh_tokens.push((r.tenant.clone(), r.version.clone(), t.clone()));
+                            t
+                        }
+                    };
+                    let Some(kind) = Kind::parse(&r.kind) else {
+                        continue;
+                    };
+                    jobs.push(Job {
+                        outbox_id: r.outbox_id,
+                        tenant: r.tenant,
+                        kind,
+                        message_id: r.message_id,
+                        phone: r.phone,
+                        payload: r.payload,
+                        attempts: r.attempts,
+                        token,
+                        media_max_bytes: media_max,
+                    });
+                }
                 Ok((jobs, fresh_tokens))
             },
         ));
@@ -419,10 +397,12 @@ impl Worker {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => {
                 self.note_error("claim", &e.to_string());
+                self.claim_paused_until = Some(Instant::now() + Duration::from_secs(1));
                 return 0;
             }
             Err(e) => {
                 self.note_error("claim", &e);
+                self.claim_paused_until = Some(Instant::now() + Duration::from_secs(1));
                 return 0;
             }
         };
@@ -430,6 +410,7 @@ impl Worker {
             self.tokens.insert(tenant, (version, token));
         }
         let n = jobs.len();
+        let mut ready = Vec::with_capacity(n);
         for job in jobs {
             if job.token.expose().is_empty() {
                 // Decided on the main thread, without a request.
@@ -448,15 +429,10 @@ impl Worker {
                 }]);
                 continue;
             }
-            let at = self.limiter.schedule(&job.phone);
-            self.seq += 1;
-            self.scheduled.push(Reverse(Scheduled {
-                at,
-                seq: self.seq,
-                job,
-            }));
+            ready.push(job);
         }
-        self.release_due();
+        self.in_flight += ready.len();
+        self.pool.enqueue(ready);
         n
     }
 
@@ -465,9 +441,16 @@ impl Worker {
             return;
         }
         let max_attempts = self.settings.max_attempts;
-        let result = writeback::record(done, max_attempts, &mut self.limiter);
+        let result = writeback::record(done, max_attempts);
         match result {
             Ok(counts) => {
+                if !counts.throttled.is_empty() {
+                    self.pool.with_pacer(|p| {
+                        for phone in &counts.throttled {
+                            p.throttled(phone, Duration::from_secs(1));
+                        }
+                    });
+                }
                 self.stats.sent += counts.sent;
                 self.stats.failed += counts.failed;
                 self.stats.retried += counts.retried;
@@ -498,7 +481,7 @@ impl Worker {
         {
             return;
         }
-        let snapshot = self.limiter.snapshot();
+        let snapshot = self.pool.with_pacer(|p| p.snapshot());
         let s = &self.stats;
         let (sent, failed, retried, media, error) =
             (s.sent, s.failed, s.retried, s.media, s.last_error.clone());
@@ -542,6 +525,27 @@ impl Worker {
         }
     }
 }
+
+/// One row a claim returned.
+struct ClaimedRow {
+    outbox_id: i64,
+    tenant: String,
+    kind: String,
+    message_id: Option<String>,
+    phone: String,
+    payload: String,
+    attempts: i32,
+    version: String,
+}
+
+const CLAIM_TYPES: &[pgrx::pg_sys::PgOid] = &[
+    crate::plans::INT8,
+    crate::plans::TEXT_ARRAY,
+    crate::plans::TEXT_ARRAY,
+    crate::plans::INT4_ARRAY,
+    crate::plans::INT4,
+    crate::plans::FLOAT8,
+];
 
 /// Claims due outbox rows, at most `$5` (or the number's budget in `$3`/`$4`) per number and
 /// none for exhausted numbers (`$2`), and leases them for `$6` seconds.

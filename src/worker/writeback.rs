@@ -2,11 +2,9 @@
 //! statements (`unnest` of arrays) rather than a statement per message.
 
 use super::dispatch::{Done, Kind, Outcome};
-use super::limiter::Pacer;
 use super::txn;
 use pgrx::prelude::*;
 use serde_json::{Value, json};
-use std::time::Duration;
 use whatsapp_client::api::ApiError;
 use whatsapp_client::{ErrorClass, ThrottleScope};
 
@@ -18,6 +16,8 @@ pub struct Counts {
     pub media: i64,
     pub last_error: Option<Value>,
     pub reauthorize: Vec<String>,
+    /// Numbers Meta throttled (130429 …): their lanes pause.
+    pub throttled: Vec<String>,
 }
 
 /// A downloaded media file: outbox id, tenant, message id, media id, mime, sha256, bytes.
@@ -74,7 +74,7 @@ fn error_json(e: &ApiError) -> Value {
     v
 }
 
-pub fn record(done: Vec<Done>, max_attempts: i32, limiter: &mut Pacer) -> Result<Counts, String> {
+pub fn record(done: Vec<Done>, max_attempts: i32) -> Result<Counts, String> {
     let mut b = Batch::default();
     let mut counts = Counts::default();
     for d in done {
@@ -147,7 +147,7 @@ pub fn record(done: Vec<Done>, max_attempts: i32, limiter: &mut Pacer) -> Result
                             // Pair rate limit: about one message per 6 s to the same user.
                             ThrottleScope::Recipient => 6.0 + backoff(job.attempts, 6.0, 300.0),
                             ThrottleScope::PhoneNumber => {
-                                limiter.throttled(&job.phone, Duration::from_secs(1));
+                                counts.throttled.push(job.phone.clone());
                                 backoff(job.attempts, 1.0, 60.0)
                             }
                             ThrottleScope::App | ThrottleScope::BusinessAccount => {
@@ -175,9 +175,22 @@ pub fn record(done: Vec<Done>, max_attempts: i32, limiter: &mut Pacer) -> Result
     Ok(counts)
 }
 
+/// Runs a write-back statement with its kept plan.
+fn exec(
+    sql: &'static str,
+    types: &[pgrx::pg_sys::PgOid],
+    args: &[pgrx::datum::DatumWithOid<'_>],
+) -> Result<(), pgrx::spi::SpiError> {
+    crate::plans::with_plan(sql, types, args, |client, plan, args| {
+        client.update(plan, None, args).map(|_| ())
+    })
+}
+
 fn apply(b: Batch) -> Result<(), pgrx::spi::SpiError> {
+    use crate::plans::{FLOAT8_ARRAY, INT8_ARRAY, JSONB_ARRAY, TEXT_ARRAY};
     if !b.sent.0.is_empty() {
-        Spi::run_with_args(
+        let (tenants, wamids) = (b.sent.1.clone(), b.sent.3.clone());
+        exec(
             "WITH s AS (
                  SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::uuid[], $4::text[])
                         AS s(outbox_id, tenant_id, message_id, wamid)),
@@ -187,7 +200,7 @@ fn apply(b: Batch) -> Result<(), pgrx::spi::SpiError> {
              upd AS (
                  UPDATE wa.messages m
                     SET wamid = COALESCE(m.wamid, s.wamid),
-                        status = CASE WHEN wa.status_rank(m.status) < 1 THEN 'sent' ELSE m.status END,
+                        status = CASE WHEN m.status = 'queued' THEN 'sent' ELSE m.status END,
                         sent_at = COALESCE(m.sent_at, pg_catalog.now()),
                         updated_at = pg_catalog.now()
                    FROM s
@@ -197,6 +210,7 @@ fn apply(b: Batch) -> Result<(), pgrx::spi::SpiError> {
                         'kind', 'message.status', 'status', u.status, 'tenant_id', u.tenant_id,
                         'conversation_id', u.conversation_id, 'message_id', u.message_id)::text))
                FROM upd u",
+            &[INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY, TEXT_ARRAY],
             &[
                 b.sent.0.into(),
                 b.sent.1.into(),
@@ -204,22 +218,31 @@ fn apply(b: Batch) -> Result<(), pgrx::spi::SpiError> {
                 b.sent.3.into(),
             ],
         )?;
+        // Statuses Meta sent before we knew these wamids (rare: most are matched through
+        // biz_opaque_callback_data) apply now.
+        exec(
+            "SELECT wa._apply_pending_statuses($1::uuid[], $2::text[])",
+            &[TEXT_ARRAY, TEXT_ARRAY],
+            &[tenants.into(), wamids.into()],
+        )?;
     }
     if !b.done.0.is_empty() {
-        Spi::run_with_args(
+        exec(
             "DELETE FROM wa.outbox o USING unnest($1::bigint[], $2::uuid[]) AS s(outbox_id, tenant_id)
-              WHERE o.tenant_id = s.tenant_id AND o.outbox_id = s.outbox_id",
+              WHERE o.tenant_id = s.tenant_id AND o.outbox_id = s.outbox_id",            &[INT8_ARRAY, TEXT_ARRAY],
+
             &[b.done.0.into(), b.done.1.into()],
         )?;
     }
     if !b.retry.0.is_empty() {
-        Spi::run_with_args(
+        exec(
             "UPDATE wa.outbox o
                 SET next_attempt_at = pg_catalog.now() + s.delay * interval '1 second',
                     last_error = s.error
                FROM unnest($1::bigint[], $2::uuid[], $3::float8[], $4::jsonb[])
                     AS s(outbox_id, tenant_id, delay, error)
               WHERE o.tenant_id = s.tenant_id AND o.outbox_id = s.outbox_id",
+            &[INT8_ARRAY, TEXT_ARRAY, FLOAT8_ARRAY, JSONB_ARRAY],
             &[
                 b.retry.0.into(),
                 b.retry.1.into(),
@@ -229,7 +252,7 @@ fn apply(b: Batch) -> Result<(), pgrx::spi::SpiError> {
         )?;
     }
     if !b.failed.0.is_empty() {
-        Spi::run_with_args(
+        exec(
             "WITH s AS (
                  SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::jsonb[]) AS s(outbox_id, tenant_id, error)),
              o AS (
@@ -249,7 +272,8 @@ fn apply(b: Batch) -> Result<(), pgrx::spi::SpiError> {
              SELECT count(pg_catalog.pg_notify('wa_events', json_build_object(
                         'kind', 'message.status', 'status', 'failed', 'tenant_id', u.tenant_id,
                         'conversation_id', u.conversation_id, 'message_id', u.message_id)::text))
-               FROM upd u",
+               FROM upd u",            &[INT8_ARRAY, TEXT_ARRAY, JSONB_ARRAY],
+
             &[b.failed.0.into(), b.failed.1.into(), b.failed.2.into()],
         )?;
     }

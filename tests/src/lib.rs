@@ -37,16 +37,15 @@ pub fn connect_as(db: &str, user: &str) -> Client {
 }
 
 fn ensure_roles(c: &mut Client) {
-    // Concurrent tests may race to create the roles; an advisory lock serialises them.
+    // Roles are cluster-wide and tests run in parallel in different databases: tolerate a
+    // concurrent CREATE ROLE of the same name.
     c.batch_execute(&format!(
-        "SELECT pg_advisory_lock(4242);
-         DO $$ BEGIN
-           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
-             CREATE ROLE {APP_ROLE} LOGIN IN ROLE wa_app; END IF;
-           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{ADMIN_ROLE}') THEN
-             CREATE ROLE {ADMIN_ROLE} LOGIN IN ROLE wa_admin; END IF;
-         END $$;
-         SELECT pg_advisory_unlock(4242);"
+        "DO $$ BEGIN
+           BEGIN CREATE ROLE {APP_ROLE} LOGIN IN ROLE wa_app;
+           EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END;
+           BEGIN CREATE ROLE {ADMIN_ROLE} LOGIN IN ROLE wa_admin;
+           EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END;
+         END $$;"
     ))
     .expect("create test roles");
 }

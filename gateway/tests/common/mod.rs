@@ -192,11 +192,28 @@ pub struct Resp {
     pub status: u16,
     pub body: String,
     pub content_type: String,
+    /// Every response header, names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Resp {
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// The first value of a header (`name` in lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether any `Access-Control-*` header is present.
+    pub fn has_cors_headers(&self) -> bool {
+        self.headers
+            .iter()
+            .any(|(k, _)| k.starts_with("access-control-"))
     }
 }
 
@@ -219,11 +236,22 @@ pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Vec<u8>) ->
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                v.to_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
     let body = resp.body_mut().read_to_string().unwrap_or_default();
     Resp {
         status,
         body,
         content_type,
+        headers,
     }
 }
 
