@@ -495,6 +495,8 @@ fn one_number_is_held_to_its_rate_while_others_run_at_full_speed() {
     let env = env(SimConfig::benchmark());
     let (slow, slow_phone, _) = tenant(&env, "Slow");
     let (fast, fast_phone, _) = tenant(&env, "Fast");
+    // The fast number sends for several seconds, overlapping the measured ones.
+    const FAST: usize = 4000;
     let mut su = env.su();
     su.execute(
         "UPDATE wa.phone_numbers SET rate_limit_per_sec = 1000 WHERE tenant_id = $1::text::uuid",
@@ -512,7 +514,7 @@ fn one_number_is_held_to_its_rate_while_others_run_at_full_speed() {
             json!({"type": "text", "text": {"body": "s"}}),
         );
     }
-    for i in 0..2000 {
+    for i in 0..FAST {
         send(
             &mut su,
             &fast,
@@ -521,7 +523,7 @@ fn one_number_is_held_to_its_rate_while_others_run_at_full_speed() {
         );
     }
     su.batch_execute("COMMIT").unwrap();
-    std::thread::sleep(Duration::from_secs(13));
+    std::thread::sleep(Duration::from_secs(14));
     let log = env
         .sim
         .admin("GET", "requests?since=0&limit=100000", Value::Null)
@@ -535,17 +537,21 @@ fn one_number_is_held_to_its_rate_while_others_run_at_full_speed() {
     };
     let slow_t = times(&slow_phone);
     let fast_t = times(&fast_phone);
-    assert_eq!(fast_t.len(), 2000, "the other number ran at full speed");
+    assert_eq!(
+        fast_t.len(),
+        FAST,
+        "the other number sent everything meanwhile"
+    );
     let fast_span = (fast_t.iter().max().unwrap() - fast_t.iter().min().unwrap()) as f64 / 1e6;
     assert!(
-        fast_span < 6.0,
-        "2,000 messages of the fast number took {fast_span:.1}s"
+        fast_span < 12.0,
+        "{FAST} messages of the fast number took {fast_span:.1}s"
     );
     let start = *slow_t.iter().min().unwrap();
     let mut per_second = [0u32; 10];
     for t in &slow_t {
-        // Skip the first second (the bucket starts full), then count ten whole seconds.
-        let s = ((t - start) / 1_000_000) as i64 - 1;
+        // Skip the first two seconds (the lanes start), then count ten whole seconds.
+        let s = ((t - start) / 1_000_000) as i64 - 2;
         if (0..10).contains(&s) {
             per_second[s as usize] += 1;
         }
@@ -619,26 +625,24 @@ fn a_worker_crash_and_an_immediate_restart_lose_nothing() {
     // Statuses are not needed here; keep the machine for sending.
     env.sim
         .admin("POST", "webhook_config", json!({ "url": null }));
-    env.sim.admin("POST", "faults", json!({ "latency_ms": 20 }));
+    env.sim.admin("POST", "faults", json!({ "latency_ms": 50 }));
     let tenants: Vec<String> = (0..5).map(|i| tenant(&env, &format!("T{i}")).0).collect();
     let mut su = env.su();
     su.batch_execute("UPDATE wa.phone_numbers SET rate_limit_per_sec = 1000")
         .unwrap();
     std::thread::sleep(Duration::from_secs(3));
     const TOTAL: usize = 10_000;
-    for chunk in 0..10 {
-        su.batch_execute("BEGIN").unwrap();
-        for i in 0..TOTAL / 10 {
-            let n = chunk * (TOTAL / 10) + i;
-            let t = &tenants[n % tenants.len()];
-            su.execute(
-                "SELECT wa.send_text($1::text::uuid, $2, 'crash test')",
-                &[t, &format!("1555{n:07}")],
-            )
-            .unwrap();
-        }
-        su.batch_execute("COMMIT").unwrap();
+    // One transaction: the whole queue is there before the worker sees any of it.
+    su.batch_execute("BEGIN").unwrap();
+    for n in 0..TOTAL {
+        let t = &tenants[n % tenants.len()];
+        su.execute(
+            "SELECT wa.send_text($1::text::uuid, $2, 'crash test')",
+            &[t, &format!("1555{n:07}")],
+        )
+        .unwrap();
     }
+    su.batch_execute("COMMIT").unwrap();
     drop(su);
     wait_until("a fifth sent", Duration::from_secs(60), || {
         accepted_total(&env.sim) >= (TOTAL / 5) as i64

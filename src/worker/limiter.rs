@@ -9,9 +9,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// How far ahead of its lane a number may claim: a quarter of a second keeps every number's
-/// lane fed while no single number can fill the worker with claimed-but-waiting messages.
-const HORIZON: f64 = 0.25;
+/// How far ahead of its lane a number may claim: a second of messages keeps every number's
+/// lane fed even when the worker's main thread is busy, and bounds what one number can hold.
+const HORIZON: f64 = 1.0;
 
 struct Lane {
     rate: f64,
