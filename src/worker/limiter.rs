@@ -191,6 +191,8 @@ mod tests {
         let times: Vec<Instant> = (0..79).map(|_| p.schedule("1")).collect();
         let span = times.last().unwrap().duration_since(first).as_secs_f64();
         assert!((span - 79.0 / 80.0).abs() < 0.01, "{span}");
+        // One more puts the lane a full horizon (one second) ahead: nothing more to claim.
+        p.schedule("1");
         let (_, _, exhausted) = p.budgets();
         assert_eq!(
             exhausted,
