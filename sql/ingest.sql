@@ -12,14 +12,6 @@ CREATE FUNCTION wa.status_rank(status text) RETURNS integer
         WHEN 'deleted' THEN 90 WHEN 'failed' THEN 100
         ELSE -1 END;
 
--- Tenant owning a WABA or phone number, from the routing table.
-CREATE FUNCTION wa._route(p_kind text, p_external_id text) RETURNS uuid
-    LANGUAGE sql STABLE STRICT
-    SET search_path = pg_catalog, pg_temp
-    RETURN (SELECT r.tenant_id FROM wa.routes r
-             WHERE r.kind OPERATOR(pg_catalog.=) p_kind
-               AND r.external_id OPERATOR(pg_catalog.=) p_external_id);
-
 -- A customer by BSUID and/or phone number; created on first sight, completed as Meta reveals
 -- more (first seen by BSUID only, later with both, stays one contact).
 CREATE FUNCTION wa._upsert_contact(p_tenant uuid, p_wa_id text, p_user_id text,

@@ -162,50 +162,56 @@ pub fn plan(change: &Change<'_>, has_nul: bool, out: &mut Vec<Planned>, errors: 
         ChangeValue::TemplateStatus(t) => plan_template(
             change,
             t.template_id.as_deref(),
-            Part::Template {
-                waba: entry_waba,
-                template_id: String::new(),
-                name: owned(t.template_name),
-                language: owned(t.language),
-                status: owned(t.event),
-                quality: None,
-                category: owned(t.category),
-                reason: owned(t.reason),
-            },
             out,
             errors,
+            |template_id| {
+                Part::Template {
+                    waba: entry_waba,
+                    template_id,
+                    name: owned(t.template_name),
+                    language: owned(t.language),
+                    status: owned(t.event),
+                    quality: None,
+                    category: owned(t.category),
+                    reason: owned(t.reason),
+                }
+            },
         ),
         ChangeValue::TemplateQuality(t) => plan_template(
             change,
             t.template_id.as_deref(),
-            Part::Template {
-                waba: entry_waba,
-                template_id: String::new(),
-                name: owned(t.template_name),
-                language: owned(t.language),
-                status: None,
-                quality: owned(t.new_quality_score),
-                category: None,
-                reason: None,
-            },
             out,
             errors,
+            |template_id| {
+                Part::Template {
+                    waba: entry_waba,
+                    template_id,
+                    name: owned(t.template_name),
+                    language: owned(t.language),
+                    status: None,
+                    quality: owned(t.new_quality_score),
+                    category: None,
+                    reason: None,
+                }
+            },
         ),
         ChangeValue::TemplateCategory(t) => plan_template(
             change,
             t.template_id.as_deref(),
-            Part::Template {
-                waba: entry_waba,
-                template_id: String::new(),
-                name: owned(t.template_name),
-                language: owned(t.language),
-                status: None,
-                quality: None,
-                category: owned(t.new_category),
-                reason: None,
-            },
             out,
             errors,
+            |template_id| {
+                Part::Template {
+                    waba: entry_waba,
+                    template_id,
+                    name: owned(t.template_name),
+                    language: owned(t.language),
+                    status: None,
+                    quality: None,
+                    category: owned(t.new_category),
+                    reason: None,
+                }
+            },
         ),
         ChangeValue::PhoneNumberQuality(q) => match &q.display_phone_number {
             Some(display) => out.push(Planned {
@@ -254,20 +260,15 @@ pub fn plan(change: &Change<'_>, has_nul: bool, out: &mut Vec<Planned>, errors: 
 fn plan_template(
     change: &Change<'_>,
     template_id: Option<&str>,
-    mut part: Part,
     out: &mut Vec<Planned>,
     errors: &mut Vec<Value>,
+    part: impl FnOnce(String) -> Part,
 ) {
     match template_id {
-        Some(id) if !id.is_empty() => {
-            if let Part::Template { template_id, .. } = &mut part {
-                *template_id = id.to_string();
-            }
-            out.push(Planned {
-                at: at(change, ""),
-                part,
-            });
-        }
+        Some(id) if !id.is_empty() => out.push(Planned {
+            at: at(change, ""),
+            part: part(id.to_string()),
+        }),
         _ => errors.push(
             json!({ "at": at(change, ""), "reason": "template update has no message_template_id" }),
         ),
