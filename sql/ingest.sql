@@ -1,5 +1,7 @@
 -- Applying webhook parts. The Rust side (src/ingest/) stores the delivery, parses it with
--- whatsapp-client, resolves tenants and calls these once per part. Each is idempotent: a
+-- whatsapp-client, resolves tenants, applies inbound messages set-based (src/ingest/inbound.rs,
+-- which calls the contact and conversation functions below for new or changed customers) and
+-- calls the others once per part. Each is idempotent: a
 -- replayed or reordered delivery leaves the same state as one ordered pass.
 
 -- Order of message statuses; a status only ever moves to a higher rank. failed is terminal.
@@ -106,63 +108,6 @@ BEGIN
         END IF;
     END IF;
     RETURN v_conversation;
-END
-$$;
-
--- One inbound message. Returns the new message id, or NULL when the wamid was already stored
--- (a replay), in which case nothing changes.
-CREATE FUNCTION wa._apply_inbound(p_tenant uuid, p_phone text, p_wamid text, p_wa_id text,
-                                  p_user_id text, p_name text, p_username text, p_type text,
-                                  p_content jsonb, p_at timestamptz, p_context_wamid text,
-                                  p_preview text)
-    RETURNS uuid
-    LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_contact uuid;
-    v_conversation uuid;
-    v_message uuid;
-BEGIN
-    -- Cheap replay check before touching contacts or conversations.
-    PERFORM 1 FROM wa.messages m
-     WHERE m.tenant_id OPERATOR(pg_catalog.=) p_tenant AND m.wamid OPERATOR(pg_catalog.=) p_wamid;
-    IF FOUND THEN
-        RETURN NULL;
-    END IF;
-    v_contact := wa._upsert_contact(p_tenant, p_wa_id, p_user_id, p_name, p_username);
-    v_conversation := wa._conversation_for(p_tenant, p_phone, v_contact);
-    INSERT INTO wa.messages (tenant_id, conversation_id, direction, type, content, status, wamid,
-                             context_wamid, created_at)
-    VALUES (p_tenant, v_conversation, 'inbound', p_type, p_content, 'received', p_wamid,
-            p_context_wamid, p_at)
-    ON CONFLICT (tenant_id, wamid) DO NOTHING
-    RETURNING message_id INTO v_message;
-    IF v_message IS NULL THEN
-        RETURN NULL;
-    END IF;
-    -- Meta's media URLs expire within minutes: the worker fetches the file right away.
-    IF p_type IN ('image', 'audio', 'video', 'document', 'sticker')
-       AND p_content -> p_type ->> 'id' IS NOT NULL THEN
-        INSERT INTO wa.outbox (tenant_id, kind, message_id, phone_number_id, payload)
-        VALUES (p_tenant, 'media_download', v_message, p_phone, p_content -> p_type ->> 'id');
-    END IF;
-    UPDATE wa.conversations v
-       SET status = 'open',
-           closed_at = NULL,
-           last_message_preview = CASE WHEN v.last_message_at IS NULL OR p_at >= v.last_message_at
-                                       THEN p_preview ELSE v.last_message_preview END,
-           last_message_at = GREATEST(v.last_message_at, p_at),
-           last_inbound_at = GREATEST(v.last_inbound_at, p_at),
-           window_expires_at = GREATEST(v.window_expires_at, p_at + interval '24 hours'),
-           unread_count = v.unread_count + 1,
-           updated_at = now()
-     WHERE v.tenant_id OPERATOR(pg_catalog.=) p_tenant
-       AND v.conversation_id OPERATOR(pg_catalog.=) v_conversation;
-    PERFORM pg_notify('wa_events', json_build_object(
-        'kind', 'message.received', 'tenant_id', p_tenant,
-        'conversation_id', v_conversation, 'message_id', v_message)::text);
-    RETURN v_message;
 END
 $$;
 

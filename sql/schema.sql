@@ -208,10 +208,12 @@ CREATE TABLE wa.messages (
     updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (tenant_id, message_id),
     UNIQUE (tenant_id, wamid),
-    UNIQUE (tenant_id, idempotency_key),
     FOREIGN KEY (tenant_id, conversation_id) REFERENCES wa.conversations ON DELETE CASCADE,
     CHECK (direction = 'outbound' OR wamid IS NOT NULL)
 );
+-- Only messages sent with an idempotency key are in it (inbound ones never have one).
+CREATE UNIQUE INDEX messages_idempotency_key_idx
+    ON wa.messages (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX messages_conversation_idx
     ON wa.messages (conversation_id, created_at DESC, message_id);
 

@@ -65,7 +65,7 @@ BEGIN
                              status, idempotency_key, context_wamid)
     VALUES (p_tenant, p_message_id, v_conversation, 'outbound', p_type, p_content, 'queued',
             p_idempotency_key, p_context_wamid)
-    ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+    ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING message_id INTO v_message;
     IF v_message IS NULL THEN
         -- A concurrent call with the same idempotency key won.

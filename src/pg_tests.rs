@@ -82,4 +82,97 @@ mod tests {
         )
         .unwrap();
     }
+
+    /// Nodes of a JSON plan that read a table other than by probing an index with a value from
+    /// elsewhere in the plan (`k.wamid`, `l.conversation_id`) or a list of keys (`= ANY`): a
+    /// scan of the whole table or of all of a tenant's rows.
+    fn scans_without_probe(node: &serde_json::Value, out: &mut Vec<String>) {
+        if let Some(table) = node.get("Relation Name").and_then(|r| r.as_str()) {
+            let kind = node["Node Type"].as_str().unwrap_or("?");
+            let cond = node["Index Cond"].as_str().unwrap_or("");
+            let probes = cond.contains("= ANY (")
+                || cond.split(" = ").skip(1).any(|rhs| {
+                    rhs.split([')', ' '])
+                        .next()
+                        .is_some_and(|operand| operand.contains('.'))
+                });
+            let ok = match kind {
+                "ModifyTable" => true,
+                "Index Scan" | "Index Only Scan" => probes,
+                _ => false,
+            };
+            if !ok {
+                out.push(format!("{kind} on {table} ({cond})"));
+            }
+        }
+        for child in node["Plans"].as_array().into_iter().flatten() {
+            scans_without_probe(child, out);
+        }
+    }
+
+    /// The set-based ingest statements probe an index per message for every table they read,
+    /// with the settings they run with, on tables of sizes where a hash join over a scan of the
+    /// whole table looks cheaper to the planner than probes (as it did before the lookups were
+    /// written as LATERAL … LIMIT 1 and bitmap scans were off).
+    #[pg_test]
+    fn ingest_statements_probe_indexes_whatever_the_table_size() {
+        use crate::ingest::inbound::{LOOKUP, WRITE, WRITE_WITH_MEDIA};
+        let tenant = new_connected_tenant("Hotel A", "1001", "2001");
+        for (name, value) in crate::plans::GENERIC_PLAN_SETTINGS {
+            let (name, value) = (name.to_str().unwrap(), value.to_str().unwrap());
+            Spi::run(&format!("SET LOCAL {name} = {value}")).unwrap();
+        }
+        let write_types = "uuid, text, text[], text[], text[], jsonb[], float8[], text[], text[]";
+        let statements = [
+            (
+                "lookup",
+                "uuid, text, text[], text[], text[], text[], text[]",
+                LOOKUP,
+            ),
+            ("write", write_types, WRITE),
+            ("write_media", write_types, WRITE_WITH_MEDIA),
+        ];
+        for (name, types, sql) in statements {
+            Spi::run(&format!("PREPARE {name}({types}) AS {sql}")).unwrap();
+        }
+        // The planner's choice depends on the sizes: look at several.
+        let mut customers = 0;
+        for size in [50, 500, 5000] {
+            Spi::run_with_args(
+                "WITH c AS (
+                     INSERT INTO wa.contacts (tenant_id, wa_id, profile_name)
+                     SELECT $1::uuid, (15550000000 + g)::text, 'Guest ' || g
+                       FROM generate_series($2, $3) g
+                     RETURNING tenant_id, contact_id),
+                 v AS (
+                     INSERT INTO wa.conversations (tenant_id, phone_number_id, contact_id)
+                     SELECT tenant_id, '2001', contact_id FROM c
+                     RETURNING tenant_id, conversation_id)
+                 INSERT INTO wa.messages (tenant_id, conversation_id, direction, type, content,
+                                          status, wamid)
+                 SELECT v.tenant_id, v.conversation_id, 'inbound', 'text', '{}', 'received',
+                        'wamid.' || g || '.' || v.conversation_id
+                   FROM v, generate_series(1, 5) g",
+                &[tenant.as_str().into(), (customers + 1).into(), size.into()],
+            )
+            .unwrap();
+            customers = size;
+            Spi::run("ANALYZE wa.contacts, wa.conversations, wa.messages").unwrap();
+            for (name, types, _) in statements {
+                let nulls = vec!["NULL"; types.split(',').count()].join(", ");
+                let plan = Spi::get_one::<pgrx::Json>(&format!(
+                    "EXPLAIN (FORMAT JSON) EXECUTE {name}({nulls})"
+                ))
+                .unwrap()
+                .unwrap()
+                .0;
+                let mut bad = Vec::new();
+                scans_without_probe(&plan[0]["Plan"], &mut bad);
+                assert!(
+                    bad.is_empty(),
+                    "{name}, {size} customers: {bad:?}\n{plan:#}"
+                );
+            }
+        }
+    }
 }

@@ -1049,3 +1049,161 @@ fn paging_with_before_and_before_id_skips_nothing_when_timestamps_tie() {
         (0..7).map(|i| format!("wamid.p{i}")).collect::<Vec<_>>()
     );
 }
+
+/// The messages of `batched_delivery_*`: repeat customers, a customer first seen by BSUID and
+/// then with both ids, a message listed twice, an older message after a newer one, a media
+/// message, a tie of timestamps, and a replay of an earlier delivery.
+fn batch_items(t: i64) -> Vec<Value> {
+    let x = Some("15550001111");
+    let bsuid = Some("US.1234567890");
+    let z = Some("15550003333");
+    let mut image = inbound_text(PHONE_A, "wamid.m6", z, None, t + 4, "");
+    image["messages"][0]["type"] = json!("image");
+    image["messages"][0]["image"] = json!({ "id": "media-6", "mime_type": "image/jpeg" });
+    vec![
+        inbound_text(PHONE_A, "wamid.m1", x, None, t, "x one"),
+        inbound_text(PHONE_A, "wamid.m2", None, bsuid, t + 1, "y one"),
+        inbound_text(PHONE_A, "wamid.m3", x, None, t + 5, "x latest"),
+        inbound_text(
+            PHONE_A,
+            "wamid.m4",
+            Some("15550002222"),
+            bsuid,
+            t + 2,
+            "y two",
+        ),
+        inbound_text(PHONE_A, "wamid.m3", x, None, t + 5, "x latest"),
+        inbound_text(PHONE_A, "wamid.m5", x, None, t + 3, "x older"),
+        image,
+        inbound_text(PHONE_A, "wamid.m7", z, None, t + 4, "z tie"),
+        inbound_text(
+            PHONE_A,
+            "wamid.pre",
+            Some("15550004444"),
+            None,
+            t,
+            "earlier",
+        ),
+    ]
+}
+
+#[test]
+fn a_batched_delivery_leaves_the_state_of_one_message_per_delivery() {
+    let t = 1_790_000_000;
+    let items = batch_items(t);
+    let earlier = envelope(WABA_A, "messages", items[8].clone());
+    let mut states = Vec::new();
+    for (label, batched) in [("batch_one", true), ("batch_each", false)] {
+        let (db, _, _) = setup(label);
+        let mut su = db.superuser();
+        ingest(&mut su, &earlier);
+        if batched {
+            let summary = ingest(
+                &mut su,
+                &envelope(WABA_A, "messages", batch(PHONE_A, &items)),
+            );
+            assert_eq!(summary["messages"], 9, "{summary}");
+            assert_eq!(summary["errors"], 0, "{summary}");
+        } else {
+            for item in &items {
+                let summary = ingest(&mut su, &envelope(WABA_A, "messages", item.clone()));
+                assert_eq!(summary["errors"], 0, "{summary}");
+            }
+        }
+        let mut state = state(&mut su);
+        for sql in [
+            "SELECT format('%s:%s:%s', m.wamid, m.type, c.wa_id) FROM wa.messages m
+               JOIN wa.conversations v USING (tenant_id, conversation_id)
+               JOIN wa.contacts c USING (tenant_id, contact_id) ORDER BY 1",
+            "SELECT format('%s:%s', kind, payload) FROM wa.outbox ORDER BY 1",
+        ] {
+            for r in su.query(sql, &[]).unwrap() {
+                state.push(r.get(0));
+            }
+        }
+        states.push(state);
+    }
+    assert_eq!(states[0], states[1]);
+    let state = &states[0];
+    // Spot checks of what both ways must give.
+    let has = |s: &str| state.iter().any(|line| line == s);
+    assert!(has("wamid.m4:text:15550002222"), "{state:#?}");
+    assert!(
+        has("15550002222:US.1234567890"),
+        "one contact for the BSUID and phone: {state:#?}"
+    );
+    assert!(has("media_download:media-6"), "{state:#?}");
+    let conversations: Vec<&String> = state.iter().filter(|l| l.starts_with("open:")).collect();
+    assert_eq!(conversations.len(), 4, "{state:#?}");
+    assert!(
+        conversations
+            .iter()
+            .any(|l| l.starts_with("open:3:") && l.contains(":x latest:")),
+        "three unread from x, the newest previewed: {conversations:#?}"
+    );
+    assert!(
+        conversations
+            .iter()
+            .any(|l| l.starts_with("open:2:") && l.contains(":z tie:")),
+        "equal times: the later listed is previewed: {conversations:#?}"
+    );
+    assert_eq!(
+        state.iter().filter(|l| l.starts_with("wamid.m3:")).count(),
+        2
+    );
+}
+
+#[test]
+fn a_message_postgres_rejects_is_isolated_and_the_rest_of_the_batch_lands() {
+    let (db, _, _) = setup("batch_isolate");
+    let mut su = db.superuser();
+    let t = 1_790_000_000;
+    let items = [
+        inbound_text(
+            PHONE_A,
+            "wamid.g1",
+            Some("15550001111"),
+            None,
+            t,
+            "good one",
+        ),
+        // Not a phone number: the contact's CHECK rejects it.
+        inbound_text(PHONE_A, "wamid.bad", Some("12"), None, t + 1, "bad"),
+        inbound_text(
+            PHONE_A,
+            "wamid.g2",
+            Some("15550001111"),
+            None,
+            t + 2,
+            "good two",
+        ),
+    ];
+    let summary = ingest(
+        &mut su,
+        &envelope(WABA_A, "messages", batch(PHONE_A, &items)),
+    );
+    assert_eq!(summary["messages"], 2, "{summary}");
+    assert_eq!(summary["errors"], 1, "{summary}");
+    assert_eq!(summary["status"], "partial", "{summary}");
+    let errors: Value = su
+        .query_one("SELECT errors FROM wa.webhook_events", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        errors[0]["at"], "entry[0].changes[0].messages[1]",
+        "{errors}"
+    );
+    assert!(
+        errors[0]["reason"].as_str().unwrap().contains("23514"),
+        "the check violation's SQLSTATE: {errors}"
+    );
+    let row = su
+        .query_one(
+            "SELECT unread_count, last_message_preview FROM wa.conversations",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 2);
+    assert_eq!(row.get::<_, String>(1), "good two");
+    assert_eq!(one_i64(&mut su, "SELECT count(*) FROM wa.messages"), 2);
+}

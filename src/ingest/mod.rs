@@ -1,13 +1,15 @@
 //! A webhook delivery: store raw → parse → resolve tenant → apply messages, statuses and
-//! account events → notify (NOTIFY is sent by the SQL apply functions, on commit).
+//! account events → notify (NOTIFY is sent by the apply statements, delivered on commit).
 //!
 //! Every delivery is stored in `wa.webhook_events` before it is processed. Parsing is done by
 //! `whatsapp-client`, which never fails a whole delivery for one bad part. All parts of a
-//! delivery are applied in one subtransaction; if PostgreSQL rejects something unexpected, the
+//! delivery are applied in one subtransaction, the inbound messages of each business number
+//! set-based (`inbound`); if PostgreSQL rejects something unexpected, the
 //! parts are applied again one subtransaction each, so a bad part keeps its reason and the rest
 //! still land. Subtransactions are per delivery in the normal case (never per part), so a
 //! 1,000-status delivery does not overflow the backend's subtransaction cache.
 
+pub(crate) mod inbound;
 mod parts;
 mod store;
 
@@ -102,22 +104,53 @@ fn process(event_id: i64, body: &str, raise_on_reject: bool) -> WaResult<pgrx::J
     Ok(pgrx::JsonB(result))
 }
 
+/// The fast path: every part of the delivery in one go, the inbound messages of each business
+/// number set-based. Raises if PostgreSQL rejects anything.
+fn apply_all(planned: &[Planned]) -> Vec<Result<(), String>> {
+    let mut router = parts::Router::default();
+    let mut outcomes: Vec<Result<(), String>> = vec![Ok(()); planned.len()];
+    // Inbound messages by business number, in delivery order.
+    let mut inbound: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (i, p) in planned.iter().enumerate() {
+        match &p.part {
+            Part::Inbound(m) => match inbound.iter_mut().find(|(phone, _)| *phone == m.phone) {
+                Some((_, list)) => list.push(i),
+                None => inbound.push((&m.phone, vec![i])),
+            },
+            _ => outcomes[i] = parts::apply(p, &mut router),
+        }
+    }
+    for (phone, list) in inbound {
+        match router.require("phone_number", phone) {
+            Ok(tenant) => {
+                let msgs: Vec<&inbound::Message> = list
+                    .iter()
+                    .filter_map(|&i| match &planned[i].part {
+                        Part::Inbound(m) => Some(m),
+                        _ => None,
+                    })
+                    .collect();
+                inbound::apply(tenant, phone, &msgs);
+            }
+            Err(reason) => {
+                for i in list {
+                    outcomes[i] = Err(reason.clone());
+                }
+            }
+        }
+    }
+    outcomes
+}
+
 fn apply(planned: &[Planned], summary: &mut Summary) {
     if planned.is_empty() {
         return;
     }
-    // Fast path: everything in one subtransaction.
-    let all = subxact::run(std::panic::AssertUnwindSafe(|| {
-        let mut router = parts::Router::default();
-        planned
-            .iter()
-            .map(|p| parts::apply(p, &mut router))
-            .collect::<Vec<_>>()
-    }));
+    let all = subxact::run(std::panic::AssertUnwindSafe(|| apply_all(planned)));
     let outcomes = match all {
         Ok(outcomes) => outcomes,
         Err(_) => {
-            // Something in the batch made PostgreSQL raise: isolate it part by part.
+            // Something in the delivery made PostgreSQL raise: isolate it part by part.
             let mut router = parts::Router::default();
             planned
                 .iter()
@@ -133,7 +166,7 @@ fn apply(planned: &[Planned], summary: &mut Summary) {
     for (p, outcome) in planned.iter().zip(outcomes) {
         match outcome {
             Ok(()) => match p.part {
-                Part::Inbound { .. } => summary.messages += 1,
+                Part::Inbound(_) => summary.messages += 1,
                 Part::Status { .. } => summary.statuses += 1,
                 _ => summary.events += 1,
             },

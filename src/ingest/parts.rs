@@ -1,6 +1,7 @@
 //! From parsed changes to the parts we apply, and applying each with the SQL functions in
 //! `sql/ingest.sql`.
 
+use super::inbound;
 use crate::plans;
 use pgrx::prelude::*;
 use serde_json::{Value, json};
@@ -16,25 +17,12 @@ pub struct Planned {
 impl Planned {
     /// An inbound media message: applying it queues a download for the worker.
     pub fn has_media(&self) -> bool {
-        matches!(&self.part, Part::Inbound { kind, .. }
-            if matches!(kind.as_str(), "image" | "audio" | "video" | "document" | "sticker"))
+        matches!(&self.part, Part::Inbound(m) if m.is_media())
     }
 }
 
 pub enum Part {
-    Inbound {
-        phone: String,
-        wamid: String,
-        wa_id: Option<String>,
-        user_id: Option<String>,
-        name: Option<String>,
-        username: Option<String>,
-        kind: String,
-        content: Value,
-        timestamp: Option<i64>,
-        context_wamid: Option<String>,
-        preview: String,
-    },
+    Inbound(inbound::Message),
     Status {
         phone: String,
         wamid: String,
@@ -292,7 +280,7 @@ fn plan_messages(
                 let contact = value.contact(m.from_user_id, m.from);
                 out.push(Planned {
                     at: at(change, &format!(".messages[{i}]")),
-                    part: Part::Inbound {
+                    part: Part::Inbound(inbound::Message {
                         phone: phone.to_string(),
                         wamid: m.id.to_string(),
                         wa_id: owned(m.from).or_else(|| contact.and_then(|c| owned(c.wa_id))),
@@ -305,7 +293,7 @@ fn plan_messages(
                         timestamp: m.timestamp,
                         context_wamid: m.context.as_ref().and_then(|c| owned(c.id)),
                         preview: m.preview().replace('\0', "\u{FFFD}"),
-                    },
+                    }),
                 });
             }
             Err(e) => errors.push(json!({
@@ -378,7 +366,7 @@ impl Router {
         Ok(t)
     }
 
-    fn require(&mut self, kind: &'static str, id: &str) -> Result<pgrx::Uuid, String> {
+    pub fn require(&mut self, kind: &'static str, id: &str) -> Result<pgrx::Uuid, String> {
         self.tenant(kind, id)?.ok_or_else(|| {
             let what = if kind == "waba" {
                 "WABA"
@@ -417,34 +405,9 @@ fn spi<T>(r: Result<T, pgrx::spi::SpiError>) -> Result<T, String> {
 /// it); an expected problem (unknown tenant) is returned as the part's reason.
 pub fn apply(planned: &Planned, router: &mut Router) -> Result<(), String> {
     match &planned.part {
-        Part::Inbound {
-            phone,
-            wamid,
-            wa_id,
-            user_id,
-            name,
-            username,
-            kind,
-            content,
-            timestamp,
-            context_wamid,
-            preview,
-        } => {
-            let tenant = router.require("phone_number", phone)?;
-            spi(plans::get_one::<pgrx::Uuid>(
-                "SELECT wa._apply_inbound($1, $2, $3, $4, $5, $6, $7, $8, $9,
-                        COALESCE(pg_catalog.to_timestamp($10::double precision), pg_catalog.now()), $11, $12)",
-                &[
-                    plans::UUID, plans::TEXT, plans::TEXT, plans::TEXT, plans::TEXT, plans::TEXT,
-                    plans::TEXT, plans::TEXT, plans::JSONB, plans::FLOAT8, plans::TEXT, plans::TEXT,
-                ],
-                &[
-                    tenant.into(), phone.as_str().into(), wamid.as_str().into(), wa_id.clone().into(),
-                    user_id.clone().into(), name.clone().into(), username.clone().into(),
-                    kind.as_str().into(), pgrx::JsonB(content.clone()).into(),
-                    timestamp.map(|t| t as f64).into(), context_wamid.clone().into(), preview.as_str().into(),
-                ],
-            ))?;
+        Part::Inbound(m) => {
+            let tenant = router.require("phone_number", &m.phone)?;
+            inbound::apply(tenant, &m.phone, &[m]);
             Ok(())
         }
         Part::Status {

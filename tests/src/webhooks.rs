@@ -66,3 +66,20 @@ pub fn status(wamid: &str, status: &str, ts: i64, callback: Option<&str>) -> Val
 pub fn statuses(phone: &str, items: Vec<Value>) -> Value {
     json!({ "messaging_product": "whatsapp", "metadata": metadata(phone), "statuses": items })
 }
+
+/// One `messages` value holding the messages (and contacts) of several single-message values
+/// such as `inbound_text` builds, in order: a batched delivery.
+pub fn batch(phone: &str, items: &[Value]) -> Value {
+    let pick = |key: &str| -> Vec<Value> {
+        items
+            .iter()
+            .flat_map(|v| v[key].as_array().cloned().unwrap_or_default())
+            .collect()
+    };
+    json!({
+        "messaging_product": "whatsapp",
+        "metadata": metadata(phone),
+        "contacts": pick("contacts"),
+        "messages": pick("messages")
+    })
+}
