@@ -83,18 +83,19 @@ mod tests {
         .unwrap();
     }
 
-    /// Nodes of a JSON plan that read a table other than by probing an index with a value from
-    /// elsewhere in the plan (`k.wamid`, `l.conversation_id`) or a list of keys (`= ANY`): a
-    /// scan of the whole table or of all of a tenant's rows.
+    /// Nodes of a JSON plan that read a table other than by probing an index with a key from
+    /// elsewhere in the plan (`k.wamid`), a parameter other than the tenant (`$3`) or a list of
+    /// keys (`= ANY`): a scan of the whole table or of all of a tenant's rows.
     fn scans_without_probe(node: &serde_json::Value, out: &mut Vec<String>) {
         if let Some(table) = node.get("Relation Name").and_then(|r| r.as_str()) {
             let kind = node["Node Type"].as_str().unwrap_or("?");
             let cond = node["Index Cond"].as_str().unwrap_or("");
+            // $1 is the tenant in these statements: `tenant_id = $1` alone reads all its rows.
             let probes = cond.contains("= ANY (")
                 || cond.split(" = ").skip(1).any(|rhs| {
-                    rhs.split([')', ' '])
-                        .next()
-                        .is_some_and(|operand| operand.contains('.'))
+                    let operand = rhs.split([')', ' ']).next().unwrap_or("");
+                    let operand = operand.trim_start_matches('(');
+                    operand.contains('.') || (operand.starts_with('$') && operand != "$1")
                 });
             let ok = match kind {
                 "ModifyTable" => true,
@@ -116,13 +117,16 @@ mod tests {
     /// written as LATERAL … LIMIT 1 and bitmap scans were off).
     #[pg_test]
     fn ingest_statements_probe_indexes_whatever_the_table_size() {
-        use crate::ingest::inbound::{LOOKUP, WRITE, WRITE_WITH_MEDIA};
+        use crate::ingest::inbound::{
+            LOOKUP, WRITE, WRITE_ONE, WRITE_ONE_WITH_MEDIA, WRITE_WITH_MEDIA,
+        };
         let tenant = new_connected_tenant("Hotel A", "1001", "2001");
         for (name, value) in crate::plans::GENERIC_PLAN_SETTINGS {
             let (name, value) = (name.to_str().unwrap(), value.to_str().unwrap());
             Spi::run(&format!("SET LOCAL {name} = {value}")).unwrap();
         }
         let write_types = "uuid, text, text[], text[], text[], jsonb[], float8[], text[], text[]";
+        let one_types = "uuid, text, text, text, text, jsonb, float8, text, text";
         let statements = [
             (
                 "lookup",
@@ -131,6 +135,8 @@ mod tests {
             ),
             ("write", write_types, WRITE),
             ("write_media", write_types, WRITE_WITH_MEDIA),
+            ("write_one", one_types, WRITE_ONE),
+            ("write_one_media", one_types, WRITE_ONE_WITH_MEDIA),
         ];
         for (name, types, sql) in statements {
             Spi::run(&format!("PREPARE {name}({types}) AS {sql}")).unwrap();

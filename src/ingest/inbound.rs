@@ -2,12 +2,14 @@
 //! number in two statements, whatever their number — one that looks up replays, contacts and
 //! conversations, one that stores the messages, queues media downloads, moves the
 //! conversations and notifies. Only customers seen for the first time or whose details
-//! changed take the row-by-row path (`wa._upsert_contact`, `wa._conversation_for`).
+//! changed take the row-by-row path (`wa._upsert_contact`, `wa._conversation_for`). A
+//! delivery of one message, the usual case, is written by a simpler statement with the same
+//! effect (tests/ingest.rs compares one batched delivery with the same messages one by one).
 //!
 //! Row by row, every message cost about seven statements, and PostgreSQL pays for each
 //! statement's executor start-up (constraints, triggers, indexes) whatever its row count.
 
-use crate::plans::{self, FLOAT8_ARRAY, JSONB_ARRAY, TEXT, TEXT_ARRAY, UUID};
+use crate::plans::{self, FLOAT8, FLOAT8_ARRAY, JSONB, JSONB_ARRAY, TEXT, TEXT_ARRAY, UUID};
 use pgrx::datum::{DatumWithOid, IntoDatum};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -85,10 +87,56 @@ pub(crate) const LOOKUP: &str = "
            LIMIT 1) v ON true
      ORDER BY k.i";
 
-/// The write statement; `$media` is the CTE queueing media downloads, or nothing when the
-/// delivery has no media (every CTE that modifies a table costs its set-up on each execution).
+/// The end of both write statements: the conversations move (reopened, unread count, last
+/// message, service window) from `latest`, one row per conversation, and every stored message
+/// is notified. `$key` names the conversations to update, so that the plan fetches just those.
+macro_rules! move_and_notify {
+    ($key:literal) => {
+        concat!(
+            "
+    moved AS (
+        UPDATE wa.conversations v
+           SET status = 'open',
+               closed_at = NULL,
+               last_message_preview = CASE WHEN v.last_message_at IS NULL
+                                             OR l.created_at >= v.last_message_at
+                                           THEN l.preview ELSE v.last_message_preview END,
+               last_message_at = GREATEST(v.last_message_at, l.created_at),
+               last_inbound_at = GREATEST(v.last_inbound_at, l.created_at),
+               window_expires_at = GREATEST(v.window_expires_at, l.created_at + interval '24 hours'),
+               unread_count = v.unread_count + l.n,
+               updated_at = pg_catalog.now()
+          FROM latest l
+         WHERE v.tenant_id = $1 AND v.conversation_id = ",
+            $key,
+            "
+           AND v.conversation_id = l.conversation_id)
+    SELECT count(pg_catalog.pg_notify('wa_events', json_build_object(
+               'kind', 'message.received', 'tenant_id', $1,
+               'conversation_id', ins.conversation_id, 'message_id', ins.message_id)::text))
+      FROM ins"
+        )
+    };
+}
+
+/// The CTE queueing media downloads (Meta's media URLs expire within minutes: the worker
+/// fetches the file right away).
+macro_rules! media_cte {
+    () => {
+        "
+    media AS (
+        INSERT INTO wa.outbox (tenant_id, kind, message_id, phone_number_id, payload)
+        SELECT $1, 'media_download', ins.message_id, $2, ins.content -> ins.type ->> 'id'
+          FROM ins
+         WHERE ins.type IN ('image', 'audio', 'video', 'document', 'sticker')
+           AND ins.content -> ins.type ->> 'id' IS NOT NULL),"
+    };
+}
+
+/// The write statement over arrays; `$media` is `media_cte!()`, or nothing when the delivery
+/// has no media (every CTE that modifies a table costs its set-up on each execution).
 macro_rules! write_sql {
-    ($media:literal) => {
+    ($media:expr) => {
         concat!(
             "
     WITH k AS (
@@ -111,43 +159,37 @@ macro_rules! write_sql {
                ins.conversation_id, ins.created_at, k.preview,
                count(*) OVER (PARTITION BY ins.conversation_id) AS n
           FROM ins JOIN k ON k.wamid = ins.wamid
-         ORDER BY ins.conversation_id, ins.created_at DESC, k.i DESC),
-    moved AS (
-        UPDATE wa.conversations v
-           SET status = 'open',
-               closed_at = NULL,
-               last_message_preview = CASE WHEN v.last_message_at IS NULL
-                                             OR l.created_at >= v.last_message_at
-                                           THEN l.preview ELSE v.last_message_preview END,
-               last_message_at = GREATEST(v.last_message_at, l.created_at),
-               last_inbound_at = GREATEST(v.last_inbound_at, l.created_at),
-               window_expires_at = GREATEST(v.window_expires_at, l.created_at + interval '24 hours'),
-               unread_count = v.unread_count + l.n,
-               updated_at = pg_catalog.now()
-          FROM latest l
-         -- = ANY of the parameter (not only the join) lets the plan fetch just these rows.
-         WHERE v.tenant_id = $1 AND v.conversation_id = ANY ($3::uuid[])
-           AND v.conversation_id = l.conversation_id)
-    SELECT count(pg_catalog.pg_notify('wa_events', json_build_object(
-               'kind', 'message.received', 'tenant_id', $1,
-               'conversation_id', ins.conversation_id, 'message_id', ins.message_id)::text))
-      FROM ins"
+         ORDER BY ins.conversation_id, ins.created_at DESC, k.i DESC),",
+            move_and_notify!("ANY ($3::uuid[])")
+        )
+    };
+}
+
+/// The write statement for exactly one message, most deliveries: the same effect with scalar
+/// parameters and nothing to aggregate.
+macro_rules! write_one_sql {
+    ($media:expr) => {
+        concat!(
+            "
+    WITH ins AS (
+        INSERT INTO wa.messages (tenant_id, conversation_id, direction, type, content, status,
+                                 wamid, context_wamid, created_at)
+        VALUES ($1, $3::uuid, 'inbound', $5, $6, 'received', $4, $8,
+                COALESCE(pg_catalog.to_timestamp($7), pg_catalog.now()))
+        ON CONFLICT (tenant_id, wamid) DO NOTHING
+        RETURNING message_id, conversation_id, type, content, created_at),",
+            $media,
+            "
+    latest AS (SELECT ins.conversation_id, ins.created_at, $9::text AS preview, 1 AS n FROM ins),",
+            move_and_notify!("$3::uuid")
         )
     };
 }
 
 pub(crate) const WRITE: &str = write_sql!("");
-
-pub(crate) const WRITE_WITH_MEDIA: &str = write_sql!(
-    "
-    -- Meta's media URLs expire within minutes: the worker fetches the file right away.
-    media AS (
-        INSERT INTO wa.outbox (tenant_id, kind, message_id, phone_number_id, payload)
-        SELECT $1, 'media_download', ins.message_id, $2, ins.content -> ins.type ->> 'id'
-          FROM ins
-         WHERE ins.type IN ('image', 'audio', 'video', 'document', 'sticker')
-           AND ins.content -> ins.type ->> 'id' IS NOT NULL),"
-);
+pub(crate) const WRITE_WITH_MEDIA: &str = write_sql!(media_cte!());
+pub(crate) const WRITE_ONE: &str = write_one_sql!("");
+pub(crate) const WRITE_ONE_WITH_MEDIA: &str = write_one_sql!(media_cte!());
 
 /// One array parameter: `f` of every message.
 fn column<'a, T>(msgs: &[&Message], f: impl Fn(&Message) -> T) -> DatumWithOid<'a>
@@ -290,6 +332,33 @@ pub fn apply(tenant: pgrx::Uuid, phone: &str, msgs: &[&Message]) {
         return;
     }
     let conversations = resolve(tenant, phone, &msgs, &found);
+    let media = msgs.iter().any(|m| m.is_media());
+    let _generic = plans::GenericPlans::enter();
+    if let ([m], [conversation]) = (msgs.as_slice(), conversations.as_slice()) {
+        let args = [
+            tenant.into(),
+            phone.into(),
+            conversation.as_str().into(),
+            m.wamid.as_str().into(),
+            m.kind.as_str().into(),
+            pgrx::JsonB(m.content.clone()).into(),
+            m.timestamp.map(|t| t as f64).into(),
+            m.context_wamid.clone().into(),
+            m.preview.as_str().into(),
+        ];
+        let types = [UUID, TEXT, TEXT, TEXT, TEXT, JSONB, FLOAT8, TEXT, TEXT];
+        let sql = if media {
+            WRITE_ONE_WITH_MEDIA
+        } else {
+            WRITE_ONE
+        };
+        return spi(plans::with_plan(
+            sql,
+            &types,
+            &args,
+            |client, plan, args| client.update(plan, None, args).map(|_| ()),
+        ));
+    }
     let args = [
         tenant.into(),
         phone.into(),
@@ -312,12 +381,7 @@ pub fn apply(tenant: pgrx::Uuid, phone: &str, msgs: &[&Message]) {
         TEXT_ARRAY,
         TEXT_ARRAY,
     ];
-    let sql = if msgs.iter().any(|m| m.is_media()) {
-        WRITE_WITH_MEDIA
-    } else {
-        WRITE
-    };
-    let _generic = plans::GenericPlans::enter();
+    let sql = if media { WRITE_WITH_MEDIA } else { WRITE };
     spi(plans::with_plan(
         sql,
         &types,
