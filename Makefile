@@ -14,7 +14,7 @@ IT_ENV       := WA_CLUSTER_DIR=/var/tmp/whatsapp_pg-it WA_PORT=55433 WA_DATABASE
 GW_ENV       := WA_CLUSTER_DIR=/var/tmp/whatsapp_pg-gw WA_PORT=55434 WA_DATABASE=wa_gw WA_EXTRA_CONF="wa.allow_any_database = on"
 GW_DSN       := host=127.0.0.1 port=55434 user=postgres dbname=postgres
 
-.PHONY: test bootstrap lint unit pgtest install it gateway-test demo demo-stop bench-ingest bench-send
+.PHONY: test bootstrap lint unit pgtest install it gateway-test demo demo-stop bench-ingest bench-send bench-parse
 
 test: bootstrap lint unit pgtest it gateway-test
 	@echo "make test: all suites passed"
@@ -71,3 +71,6 @@ bench-ingest: bootstrap
 
 bench-send: bootstrap
 	bash scripts/bench-send.sh
+
+bench-parse:
+	cargo run --release -q -p wa-benches --bin bench-parse

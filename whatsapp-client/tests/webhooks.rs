@@ -672,26 +672,3 @@ fn already_parsed_values_are_accepted() {
     assert_eq!(owned.changes(), borrowed);
     assert_eq!(owned.into_value(), v);
 }
-
-/// `cargo test --release -p whatsapp-client --test webhooks -- --ignored --nocapture`
-#[test]
-#[ignore = "throughput measurement, run by hand in release mode"]
-fn parse_throughput() {
-    let body = std::fs::read(fixture_path("messages_text")).unwrap();
-    let n = 100_000;
-    let start = std::time::Instant::now();
-    let mut count = 0;
-    for _ in 0..n {
-        let d = parse_delivery(&body).unwrap();
-        for c in d.changes() {
-            if let ChangeValue::Messages(m) = &c.value {
-                count += m.messages.len();
-            }
-        }
-    }
-    let secs = start.elapsed().as_secs_f64();
-    println!(
-        "{count} messages in {secs:.2}s: {:.0} msgs/s on one core",
-        count as f64 / secs
-    );
-}
