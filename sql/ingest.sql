@@ -344,21 +344,3 @@ BEGIN
     RETURN v_count;
 END
 $$;
-
--- Entry point for a delivery whose origin the caller vouches for (e.g. already verified).
--- The delivery is stored first; processing errors of single parts are kept with it.
-CREATE FUNCTION wa.ingest_webhook(payload jsonb) RETURNS jsonb
-    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_event bigint;
-BEGIN
-    IF payload IS NULL THEN
-        RAISE EXCEPTION 'payload must not be null' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    INSERT INTO wa.webhook_events (signature_verified, payload) VALUES (false, payload)
-    RETURNING webhook_event_id INTO v_event;
-    RETURN wa._process_webhook(v_event, payload::text);
-END
-$$;

@@ -35,6 +35,9 @@ pub enum WaError {
     /// XX001: a stored secret cannot be opened with the configured keys.
     #[error("{message}")]
     Undecryptable { message: String, detail: String },
+    /// 22004: a required argument is NULL.
+    #[error("{0}")]
+    NullValue(&'static str),
     /// XX000: a bug or an unexpected SPI failure.
     #[error("{0}")]
     Internal(String),
@@ -61,6 +64,7 @@ impl WaError {
         use PgSqlErrorCode::*;
         match self {
             WaError::InvalidParameter { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
+            WaError::NullValue(_) => ERRCODE_NULL_VALUE_NOT_ALLOWED,
             WaError::NotReady { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             WaError::KeyFile { .. } => ERRCODE_CONFIG_FILE_ERROR,
             WaError::InvalidAuthorization { .. } => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
@@ -88,7 +92,7 @@ impl WaError {
             | WaError::InvalidAuthorization { detail, hint, .. } => {
                 report = report.set_detail(detail).set_hint(hint)
             }
-            WaError::Internal(_) => {}
+            WaError::NullValue(_) | WaError::Internal(_) => {}
         }
         report.report(PgLogLevel::ERROR);
         unreachable!("ereport(ERROR) returned")

@@ -30,7 +30,7 @@ extension_sql_file!(
     name = "api",
     requires = ["schema", authz::_caller_is_admin]
 );
-// Webhooks in: applying parts (called by src/ingest), wa.ingest_webhook.
+// Webhooks in: applying the parts src/ingest does not apply set-based.
 extension_sql_file!("../sql/ingest.sql", name = "ingest", requires = ["schema"]);
 // Sending and operations.
 extension_sql_file!(

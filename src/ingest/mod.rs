@@ -18,6 +18,7 @@ use crate::{app_config, subxact};
 use parts::{Part, Planned};
 use pgrx::prelude::*;
 use serde_json::{Value, json};
+use store::JsonbArg;
 use whatsapp_client::signature::{self, SignatureError};
 
 /// What processing one delivery did.
@@ -175,12 +176,19 @@ fn apply(planned: &[Planned], summary: &mut Summary) {
     }
 }
 
-/// Processes the delivery stored as `wa.webhook_events` row `event_id` (used by
-/// `wa.ingest_webhook`). Not for direct use.
+fn ingest_unsigned(payload: Option<JsonbArg>) -> WaResult<pgrx::JsonB> {
+    let payload = payload.ok_or(WaError::NullValue("payload must not be null"))?;
+    let event_id = store::store_unsigned(payload)?;
+    process(event_id, &payload.text()?, true)
+}
+
+/// Stores a delivery whose origin the caller vouches for (e.g. already verified) and processes
+/// it. Processing errors of single parts are kept with it; a payload that is not a WhatsApp
+/// webhook is an error (SQLSTATE 22023) and stores nothing.
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-fn _process_webhook(event_id: i64, body: &str) -> pgrx::JsonB {
-    process(event_id, body, true).or_raise()
+fn ingest_webhook(payload: Option<JsonbArg>) -> pgrx::JsonB {
+    ingest_unsigned(payload).or_raise()
 }
 
 fn signature_reason(e: &SignatureError) -> &'static str {
