@@ -11,6 +11,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 export WA_CLUSTER_DIR=/var/tmp/whatsapp_pg-bench WA_PORT=55436 WA_DATABASE=wa_bench
 export WA_EXTRA_CONF="wa.allow_any_database = on"
+# wa.connect_tenant verifies against the Graph API where reachable: here nothing answers.
+export WA_GRAPH_API_URL=http://127.0.0.1:9
 for arg in "$@"; do
     if [ "$arg" = --profile ]; then
         export WA_CLUSTER_DIR=/var/tmp/whatsapp_pg-bench-profile WA_PORT=55437
@@ -29,6 +31,9 @@ scripts/cluster.sh start
 # With the extension there it finds an empty outbox, as in production; without it, every wake
 # fails ("relation wa.outbox does not exist") and that error path would skew the figures.
 psql -h 127.0.0.1 -p "$WA_PORT" -U postgres -d "$WA_DATABASE" -qc "CREATE EXTENSION IF NOT EXISTS whatsapp_pg"
+# Also for a cluster made before the setting was added at creation.
+psql -h 127.0.0.1 -p "$WA_PORT" -U postgres -d postgres -q \
+    -c "ALTER SYSTEM SET wa.graph_api_url = '$WA_GRAPH_API_URL'" -c "SELECT pg_reload_conf()" >/dev/null
 # Databases left by an interrupted run (the bench drops its own at the end). This cluster is
 # the bench's alone, and this script is its only user while it runs.
 for stale in $(psql -h 127.0.0.1 -p "$WA_PORT" -U postgres -d postgres -Atc \

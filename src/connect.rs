@@ -4,6 +4,9 @@
 use crate::error::{OrRaise, WaError, WaResult};
 use crate::keys;
 use pgrx::prelude::*;
+use serde_json::{Value, json};
+use whatsapp_client::api::ApiError;
+use whatsapp_client::error::ErrorClass;
 
 pub fn require_meta_id(name: &str, value: &str) -> WaResult<()> {
     if value.is_empty() || value.len() > 32 || !value.bytes().all(|b| b.is_ascii_digit()) {
@@ -89,12 +92,76 @@ fn connect(
             key_id.into(),
         ],
     )?;
-    Spi::get_one_with_args::<pgrx::JsonB>("SELECT wa.connection_status($1)", &[tenant_id.into()])?
-        .ok_or_else(|| WaError::Internal("connection status missing after connect".into()))
+    let verification = verify(tenant_id, waba_id, phone_number_id, token)?;
+    Spi::run_with_args(
+        "INSERT INTO wa.account_events (tenant_id, kind, detail) VALUES ($1, 'connect.verification', $2)",
+        &[tenant_id.into(), pgrx::JsonB(verification.clone()).into()],
+    )?;
+    let mut status = Spi::get_one_with_args::<pgrx::JsonB>(
+        "SELECT wa.connection_status($1)",
+        &[tenant_id.into()],
+    )?
+    .ok_or_else(|| WaError::Internal("connection status missing after connect".into()))?;
+    status.0["verification"] = verification;
+    Ok(status)
+}
+
+/// Checks the connection against the Graph API where it is reachable: the token reaches the
+/// WABA and the number is one of its numbers (whose details are stored), and the app is
+/// subscribed to the WABA's webhooks. What Graph refuses is an error, and the whole call is
+/// undone; when Graph cannot be reached the connection stands, and the result says so.
+fn verify(tenant_id: pgrx::Uuid, waba: &str, phone: &str, token: &str) -> WaResult<Value> {
+    let graph = crate::signup::client();
+    let numbers = match graph.list_phone_numbers(waba, token) {
+        Ok(numbers) => numbers,
+        Err(e) => return unreachable_or_refused("read the WABA's phone numbers", &e),
+    };
+    let Some(info) = numbers.iter().find(|n| n.id.as_deref() == Some(phone)) else {
+        let ids: Vec<&str> = numbers.iter().filter_map(|n| n.id.as_deref()).collect();
+        return Err(WaError::InvalidParameter {
+            message: format!("phone number {phone} is not in WABA {waba}"),
+            detail: Some(format!("The WABA's numbers are: {}.", ids.join(", "))),
+            hint: Some(
+                "Pass the phone number id (not the phone number) of a number of this WABA.".into(),
+            ),
+        });
+    };
+    crate::signup::store_number_info(tenant_id, phone, info)?;
+    if let Err(e) = graph.subscribe_app(waba, token) {
+        return unreachable_or_refused("subscribe the app to the WABA's webhooks", &e);
+    }
+    Spi::run_with_args(
+        "UPDATE wa.wabas SET subscribed_at = pg_catalog.now() WHERE tenant_id = $1 AND waba_id = $2",
+        &[tenant_id.into(), waba.into()],
+    )?;
+    Ok(json!({ "graph": "verified", "subscribed": true }))
+}
+
+fn unreachable_or_refused(step: &str, e: &ApiError) -> WaResult<Value> {
+    match e.class() {
+        ErrorClass::Retry | ErrorClass::Throttle(_) => Ok(json!({
+            "graph": "unreachable",
+            "subscribed": false,
+            "step": step,
+            "reason": e.to_string(),
+        })),
+        ErrorClass::Reauthorize => Err(WaError::InvalidAuthorization {
+            message: "the Graph API refused the access token".into(),
+            detail: format!("While trying to {step}: {e}"),
+            hint: "Use a system-user token of the business with the whatsapp_business_management and whatsapp_business_messaging permissions.".into(),
+        }),
+        ErrorClass::Permanent => Err(WaError::InvalidParameter {
+            message: format!("the Graph API refused to {step}"),
+            detail: Some(e.to_string()),
+            hint: Some("Check that the WABA id is right and that the token has access to it.".into()),
+        }),
+    }
 }
 
 /// Connects a tenant with an existing system-user token (no Embedded Signup): stores the
-/// token encrypted, links the WABA and the number, and returns the connection status.
+/// token encrypted, links the WABA and the number, verifies them and subscribes the app to the
+/// WABA's webhooks where the Graph API is reachable, and returns the connection status with
+/// `verification`.
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn connect_tenant(

@@ -899,3 +899,137 @@ fn dropping_the_served_database_is_not_blocked_by_the_worker() {
     let mut c = reconnect();
     wait_for_worker(&mut c);
 }
+
+#[test]
+fn connect_tenant_verifies_the_number_and_subscribes_the_app_where_graph_is_reachable() {
+    let env = env(SimConfig::benchmark());
+    let mut su = env.su();
+    let new_tenant = |c: &mut Client, name: &str| -> String {
+        c.query_one("SELECT wa.create_tenant($1)::text", &[&name])
+            .unwrap()
+            .get(0)
+    };
+    let connect = |c: &mut Client, t: &str, waba: &str, phone: &str, token: &str| {
+        c.query_one(
+            "SELECT wa.connect_tenant($1::text::uuid, $2, $3, $4)",
+            &[&t, &waba, &phone, &token],
+        )
+        .map(|r| r.get::<_, Value>(0))
+    };
+    let stored = |c: &mut Client, t: &str| -> (String, i64) {
+        let r = c
+            .query_one(
+                "SELECT state, (SELECT count(*) FROM wa.credentials c WHERE c.tenant_id = t.tenant_id)
+                   FROM wa.tenants t WHERE tenant_id = $1::text::uuid",
+                &[&t],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let a = env.sim.signup_with(json!({ "token": true })).unwrap();
+    let token_a = a.access_token.clone().unwrap();
+    let b = env.sim.signup_with(json!({ "token": true })).unwrap();
+
+    // Reachable and right: verified, the number's details stored, the app subscribed.
+    let t = new_tenant(&mut su, "Verified");
+    let status = connect(&mut su, &t, &a.waba_id, &a.phone_number_id, &token_a).unwrap();
+    assert_eq!(status["state"], "connected", "{status}");
+    assert_eq!(status["verification"]["graph"], "verified", "{status}");
+    assert_eq!(
+        status["phone_numbers"][0]["display_phone_number"], a.display_phone_number,
+        "{status}"
+    );
+    let subscribed: bool = su
+        .query_one(
+            "SELECT subscribed_at IS NOT NULL FROM wa.wabas WHERE tenant_id = $1::text::uuid",
+            &[&t],
+        )
+        .unwrap()
+        .get(0);
+    assert!(subscribed);
+    let state = env.sim.admin("GET", "state", Value::Null).1;
+    let waba = state["wabas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == a.waba_id.as_str())
+        .unwrap();
+    assert_eq!(waba["subscribed_apps"], json!([env.sim.app_id()]), "{waba}");
+
+    // With another business's token (C): a number of another WABA is refused, nothing stored.
+    let c = env.sim.signup_with(json!({ "token": true })).unwrap();
+    let token_c = c.access_token.clone().unwrap();
+    let t = new_tenant(&mut su, "Wrong number");
+    let (code, text) = sql_error_text(connect(
+        &mut su,
+        &t,
+        &c.waba_id,
+        &b.phone_number_id,
+        &token_c,
+    ));
+    assert_eq!(code, "22023", "{text}");
+    assert!(
+        text.contains(&format!(
+            "phone number {} is not in WABA {}",
+            b.phone_number_id, c.waba_id
+        )),
+        "{text}"
+    );
+    assert_eq!(stored(&mut su, &t), ("not_connected".to_string(), 0));
+
+    // A WABA the token has no access to: refused with Graph's reason.
+    let (code, text) = sql_error_text(connect(
+        &mut su,
+        &t,
+        &b.waba_id,
+        &b.phone_number_id,
+        &token_c,
+    ));
+    assert_eq!(code, "22023", "{text}");
+    assert!(
+        text.contains("the Graph API refused to read the WABA's phone numbers"),
+        "{text}"
+    );
+    assert_eq!(stored(&mut su, &t), ("not_connected".to_string(), 0));
+
+    // A revoked token: refused as an authorization error, and never echoed.
+    let (status_code, _) = env
+        .sim
+        .admin("POST", &format!("tokens/{token_c}/revoke"), Value::Null);
+    assert_eq!(status_code, 200);
+    let (code, text) = sql_error_text(connect(
+        &mut su,
+        &t,
+        &c.waba_id,
+        &c.phone_number_id,
+        &token_c,
+    ));
+    assert_eq!(code, "28000", "{text}");
+    assert!(text.contains("refused the access token"), "{text}");
+    assert!(
+        !text.contains(&token_c),
+        "the token must not appear in the error"
+    );
+    assert_eq!(stored(&mut su, &t), ("not_connected".to_string(), 0));
+
+    // Graph unavailable: the connection stands and says it is unverified.
+    let token_b = b.access_token.clone().unwrap();
+    let (c, _) = env.sim.admin(
+        "POST",
+        "fail_next",
+        json!({"endpoint": "phone_numbers", "count": 1, "code": 2, "http_status": 503}),
+    );
+    assert_eq!(c, 200);
+    let status = connect(&mut su, &t, &b.waba_id, &b.phone_number_id, &token_b).unwrap();
+    assert_eq!(status["state"], "connected", "{status}");
+    assert_eq!(status["verification"]["graph"], "unreachable", "{status}");
+    assert_eq!(status["verification"]["subscribed"], false, "{status}");
+    let events: i64 = su
+        .query_one(
+            "SELECT count(*) FROM wa.account_events WHERE tenant_id = $1::text::uuid AND kind = 'connect.verification'",
+            &[&t],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(events, 1);
+}

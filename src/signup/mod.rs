@@ -28,7 +28,8 @@ struct Progress {
     completed: bool,
 }
 
-fn client() -> GraphClient {
+/// A Graph API client from the `wa.*` settings, for calls made inside a SQL call.
+pub(crate) fn client() -> GraphClient {
     let url =
         guc::string(&guc::GRAPH_API_URL).unwrap_or_else(|| "https://graph.facebook.com".into());
     let version = guc::string(&guc::GRAPH_API_VERSION).unwrap_or_else(|| "v25.0".into());
@@ -349,27 +350,7 @@ fn exchange(
     if !p.info {
         match graph.phone_number_info(&phone, &token) {
             Ok(n) => {
-                let level = n.throughput.as_ref().and_then(|t| t.level.clone());
-                Spi::run_with_args(
-                    "UPDATE wa.phone_numbers
-                        SET display_phone_number = $3, verified_name = $4,
-                            quality_rating = CASE WHEN $5 IN ('GREEN','YELLOW','RED','UNKNOWN','NA') THEN $5 END,
-                            messaging_limit = $6, throughput_level = $7,
-                            rate_limit_per_sec = CASE WHEN $7 = 'HIGH' THEN 1000 ELSE rate_limit_per_sec END,
-                            name_status = $8, code_verification_status = $9, updated_at = pg_catalog.now()
-                      WHERE tenant_id = $1 AND phone_number_id = $2",
-                    &[
-                        tenant.into(),
-                        phone.as_str().into(),
-                        n.display_phone_number.clone().into(),
-                        n.verified_name.clone().into(),
-                        n.quality_rating.clone().into(),
-                        n.messaging_limit_tier.clone().into(),
-                        level.into(),
-                        n.name_status.clone().into(),
-                        n.code_verification_status.clone().into(),
-                    ],
-                )?;
+                store_number_info(tenant, &phone, &n)?;
                 mark(tenant, "info_at")?;
             }
             Err(e) => {
@@ -388,6 +369,36 @@ fn exchange(
     mark(tenant, "completed_at")?;
     notify(tenant, "connected")?;
     status(tenant)
+}
+
+/// Stores what the Graph API says about a number (display number, name, quality, limits).
+pub(crate) fn store_number_info(
+    tenant: pgrx::Uuid,
+    phone: &str,
+    n: &whatsapp_client::api::PhoneNumberInfo,
+) -> WaResult<()> {
+    let level = n.throughput.as_ref().and_then(|t| t.level.clone());
+    Spi::run_with_args(
+        "UPDATE wa.phone_numbers
+            SET display_phone_number = $3, verified_name = $4,
+                quality_rating = CASE WHEN $5 IN ('GREEN','YELLOW','RED','UNKNOWN','NA') THEN $5 END,
+                messaging_limit = $6, throughput_level = $7,
+                rate_limit_per_sec = CASE WHEN $7 = 'HIGH' THEN 1000 ELSE rate_limit_per_sec END,
+                name_status = $8, code_verification_status = $9, updated_at = pg_catalog.now()
+          WHERE tenant_id = $1 AND phone_number_id = $2",
+        &[
+            tenant.into(),
+            phone.into(),
+            n.display_phone_number.clone().into(),
+            n.verified_name.clone().into(),
+            n.quality_rating.clone().into(),
+            n.messaging_limit_tier.clone().into(),
+            level.into(),
+            n.name_status.clone().into(),
+            n.code_verification_status.clone().into(),
+        ],
+    )?;
+    Ok(())
 }
 
 /// Completes Embedded Signup for a tenant with the code the front end received: exchanges it
