@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 /// lane fed even when the worker's main thread is busy, and bounds what one number can hold.
 const HORIZON: f64 = 1.0;
 
+/// A lane claims again only once less than this much is scheduled ahead of it, and then up to
+/// a full horizon: a number with a long queue is claimed for twice a second in batches of half
+/// its rate, not one message at a time as each slot opens (each claim reads the due queue).
+const REFILL_BELOW: f64 = 0.5;
+
 struct Lane {
     rate: f64,
     next: Instant,
@@ -68,7 +73,7 @@ impl Pacer {
             let ahead = lane.next.saturating_duration_since(now).as_secs_f64();
             let budget = (lane.rate * (HORIZON - ahead)).ceil() as i64;
             let budget = budget.clamp(0, i32::MAX as i64) as i32;
-            if budget <= 0 {
+            if budget <= 0 || ahead > REFILL_BELOW {
                 exhausted.push(phone.clone());
             } else {
                 phones.push(phone.clone());
@@ -150,14 +155,11 @@ impl Pacer {
     /// When a number that cannot claim now will be able to.
     pub fn next_opening(&self) -> Option<Duration> {
         let now = Instant::now();
+        let refill = Duration::from_secs_f64(REFILL_BELOW);
         self.lanes
             .values()
-            .filter(|l| l.next > now + Duration::from_millis(1))
-            .map(|l| {
-                l.next
-                    .saturating_duration_since(now)
-                    .saturating_sub(Duration::from_secs(1))
-            })
+            .filter(|l| l.next > now + refill)
+            .map(|l| l.next.saturating_duration_since(now).saturating_sub(refill))
             .min()
     }
 
@@ -202,6 +204,29 @@ mod tests {
         // Another number is not affected.
         let other = p.schedule("2");
         assert!(other.duration_since(first) < Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_lane_is_refilled_once_less_than_half_a_horizon_is_scheduled() {
+        let mut p = Pacer::new(100.0);
+        for _ in 0..60 {
+            p.schedule("1");
+        }
+        // 0.6 s scheduled: nothing to claim yet, and the opening is about 0.1 s away.
+        let (phones, _, exhausted) = p.budgets();
+        assert!(phones.is_empty() && exhausted == vec!["1".to_string()]);
+        let opening = p.next_opening().unwrap();
+        assert!(
+            opening > Duration::from_millis(50) && opening <= Duration::from_millis(100),
+            "{opening:?}"
+        );
+        // Another number's lane, 0.4 s scheduled: claims up to a full horizon.
+        for _ in 0..40 {
+            p.schedule("2");
+        }
+        let (phones, budgets, _) = p.budgets();
+        assert_eq!(phones, vec!["2".to_string()]);
+        assert!((60..=61).contains(&budgets[0]), "{budgets:?}");
     }
 
     #[test]

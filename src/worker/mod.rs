@@ -108,6 +108,8 @@ struct Worker {
     rates_loaded: Option<Instant>,
     /// After a failed claim (e.g. the extension is not installed yet), wait before the next.
     claim_paused_until: Option<Instant>,
+    /// No claims until then: only numbers at their horizon had due rows (a commit clears it).
+    paced_until: Option<Instant>,
     /// Finished requests not yet recorded: written back in batches, not one by one.
     finished: Vec<Done>,
     finished_since: Option<Instant>,
@@ -137,6 +139,7 @@ pub extern "C-unwind" fn wa_worker_main(_arg: pg_sys::Datum) {
         tokens: HashMap::new(),
         rates_loaded: None,
         claim_paused_until: None,
+        paced_until: None,
         finished: Vec::new(),
         finished_since: None,
         stats: Stats::default(),
@@ -145,6 +148,13 @@ pub extern "C-unwind" fn wa_worker_main(_arg: pg_sys::Datum) {
     };
     worker.run();
     wake::publish_worker_pid(0);
+}
+
+/// Whether our latch was set (by a committing backend) since it was last reset.
+fn latch_is_set() -> bool {
+    // SAFETY: MyLatch is the process latch, set up before the worker's main function runs;
+    // reading its flag is what WaitLatch itself does.
+    unsafe { (*pg_sys::MyLatch).is_set != 0 }
 }
 
 impl Worker {
@@ -156,6 +166,12 @@ impl Worker {
             }
             if BackgroundWorker::sighup_received() {
                 self.reload();
+            }
+            if self.paced_until.is_some() && latch_is_set() {
+                // A commit woke us: new rows may be due for a number that can send.
+                // SAFETY: resetting our own latch on the main thread; we claim right after.
+                unsafe { pg_sys::ResetLatch(pg_sys::MyLatch) };
+                self.paced_until = None;
             }
             let claimed = if self.in_flight * 2 <= self.settings.batch {
                 self.claim(self.settings.batch - self.in_flight)
@@ -200,6 +216,8 @@ impl Worker {
                 if !BackgroundWorker::wait_latch(Some(wait.max(Duration::from_millis(1)))) {
                     break;
                 }
+                // Woken by a commit or at a number's opening: look at the queue again.
+                self.paced_until = None;
                 idle_sleep = (idle_sleep * 2).min(Duration::from_secs(1));
             } else {
                 idle_sleep = Duration::from_millis(10);
@@ -314,7 +332,11 @@ impl Worker {
 
     /// Claims due rows (within each number's budget) and hands them to the HTTP threads.
     fn claim(&mut self, capacity: usize) -> usize {
-        if capacity == 0 || self.claim_paused_until.is_some_and(|t| Instant::now() < t) {
+        let now = Instant::now();
+        if capacity == 0
+            || self.claim_paused_until.is_some_and(|t| now < t)
+            || self.paced_until.is_some_and(|t| now < t)
+        {
             return 0;
         }
         self.load_rates();
@@ -410,6 +432,16 @@ impl Worker {
             self.tokens.insert(tenant, (version, token));
         }
         let n = jobs.len();
+        if n == 0 && !exhausted.is_empty() {
+            // Only numbers at their horizon have due rows: claiming again before one of them
+            // opens (or a commit wakes us) would read the same queue for nothing.
+            let wait = self
+                .pool
+                .with_pacer(|p| p.next_opening())
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_secs(1));
+            self.paced_until = Some(Instant::now() + wait);
+        }
         let mut ready = Vec::with_capacity(n);
         for job in jobs {
             if job.token.expose().is_empty() {
