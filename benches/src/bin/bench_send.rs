@@ -52,6 +52,27 @@ fn proc_value(pid: i32, key: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// CPU time of all the process's threads (the worker's main thread and its HTTP threads).
+fn cpu_time(pid: i32) -> Duration {
+    let ns: u64 = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| t.ok())
+                .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+                .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Duration::from_nanos(ns)
+}
+
+/// Share of one core the process used over `span`.
+fn cpu_share(pid: i32, span: Duration) -> f64 {
+    let before = cpu_time(pid);
+    std::thread::sleep(span);
+    (cpu_time(pid) - before).as_secs_f64() / span.as_secs_f64()
+}
+
 fn open_files(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
@@ -291,6 +312,30 @@ fn run(o: Opts) -> BenchResult<()> {
     }
     let (b_requested, b_recorded, b_rss, b_fds) =
         wait_drained(&mut c, &sim, backlog_base + o.backlog as i64, pid)?;
+    // 5. One number at Meta's default 80 msg/s with a long queue: what the waiting costs.
+    let idle_cpu = cpu_share(pid, Duration::from_secs(5));
+    let (slow_tenant, slow_phone): (String, String) = {
+        let r = c.query_one(
+            "SELECT tenant_id::text, phone_number_id FROM wa.phone_numbers ORDER BY phone_number_id LIMIT 1",
+            &[],
+        )?;
+        (r.get(0), r.get(1))
+    };
+    c.execute(
+        "UPDATE wa.phone_numbers SET rate_limit_per_sec = 80 WHERE phone_number_id = $1",
+        &[&slow_phone],
+    )?;
+    // The worker rereads per-number rates every two seconds.
+    std::thread::sleep(Duration::from_secs(3));
+    c.execute(
+        "SELECT count(wa.send_text($1::text::uuid, (15560000000 + g)::text, 'paced message'))
+           FROM generate_series(1, 3000) g",
+        &[&slow_tenant],
+    )?;
+    std::thread::sleep(Duration::from_secs(2));
+    let paced_before = accepted(&sim);
+    let paced_cpu = cpu_share(pid, Duration::from_secs(10));
+    let paced_rate = (accepted(&sim) - paced_before) as f64 / 10.0;
     let limit = std::fs::read_to_string(format!("/proc/{pid}/limits"))
         .ok()
         .and_then(|t| {
@@ -355,6 +400,11 @@ fn run(o: Opts) -> BenchResult<()> {
         "| backlog: worker peak RSS / open files (limit {limit}) | {:.1} MiB / {} |",
         b_rss as f64 / 1024.0,
         b_fds
+    );
+    println!(
+        "| one number at 80 msg/s draining a queue of 3,000: sent / worker CPU (idle worker) | {paced_rate:.0} msg/s / {:.1}% of a core ({:.1}%) |",
+        paced_cpu * 100.0,
+        idle_cpu * 100.0
     );
     println!();
     println!(
