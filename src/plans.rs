@@ -34,7 +34,6 @@ pub const FLOAT8: PgOid = PgOid::BuiltIn(BuiltinOid::FLOAT8OID);
 pub const INT8: PgOid = PgOid::BuiltIn(BuiltinOid::INT8OID);
 pub const INT4: PgOid = PgOid::BuiltIn(BuiltinOid::INT4OID);
 pub const INT8_ARRAY: PgOid = PgOid::BuiltIn(BuiltinOid::INT8ARRAYOID);
-pub const INT4_ARRAY: PgOid = PgOid::BuiltIn(BuiltinOid::INT4ARRAYOID);
 pub const TEXT_ARRAY: PgOid = PgOid::BuiltIn(BuiltinOid::TEXTARRAYOID);
 pub const FLOAT8_ARRAY: PgOid = PgOid::BuiltIn(BuiltinOid::FLOAT8ARRAYOID);
 pub const JSONB_ARRAY: PgOid = PgOid::BuiltIn(BuiltinOid::JSONBARRAYOID);
@@ -72,27 +71,45 @@ pub fn get_one<T: FromDatum + IntoDatum>(
     })
 }
 
-/// The settings statements run with under `GenericPlans`.
+/// Settings for a kept plan: a list of (GUC, value).
+pub type Settings = [(&'static std::ffi::CStr, &'static std::ffi::CStr)];
+
+/// Generic plans that probe indexes (see the module's comment).
 pub const GENERIC_PLAN_SETTINGS: [(&std::ffi::CStr, &std::ffi::CStr); 3] = [
     (c"plan_cache_mode", c"force_generic_plan"),
     (c"enable_seqscan", c"off"),
     (c"enable_bitmapscan", c"off"),
 ];
 
-/// `GENERIC_PLAN_SETTINGS` until dropped, as a function's `SET` clause does it: hold one
-/// while running such statements with `with_plan`.
+/// As `GENERIC_PLAN_SETTINGS`, and every join a nested loop: for a statement whose only
+/// joins are probes of a table by key from a small set of rows.
+pub const NESTED_LOOP_PLAN_SETTINGS: [(&std::ffi::CStr, &std::ffi::CStr); 5] = [
+    (c"plan_cache_mode", c"force_generic_plan"),
+    (c"enable_seqscan", c"off"),
+    (c"enable_bitmapscan", c"off"),
+    (c"enable_hashjoin", c"off"),
+    (c"enable_mergejoin", c"off"),
+];
+
+/// Planner settings until dropped, as a function's `SET` clause does it: hold one while
+/// running such statements with `with_plan`.
 pub struct GenericPlans {
     nest_level: i32,
 }
 
 impl GenericPlans {
+    /// `GENERIC_PLAN_SETTINGS`.
     pub fn enter() -> GenericPlans {
+        GenericPlans::with(&GENERIC_PLAN_SETTINGS)
+    }
+
+    pub fn with(settings: &Settings) -> GenericPlans {
         // SAFETY: the GUC nest-level protocol of fmgr_security_definer: a new level, a
         // GUC_ACTION_SAVE setting at it, and AtEOXact_GUC to pop it (in Drop). An error in
         // between aborts the (sub)transaction, which pops the level as well.
         unsafe {
             let nest_level = pg_sys::NewGUCNestLevel();
-            for (name, value) in GENERIC_PLAN_SETTINGS {
+            for (name, value) in settings {
                 pg_sys::set_config_option(
                     name.as_ptr(),
                     value.as_ptr(),

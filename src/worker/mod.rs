@@ -350,14 +350,20 @@ impl Worker {
         let claimed = txn::run(std::panic::AssertUnwindSafe(
             || -> Result<Claimed, crate::error::WaError> {
                 Spi::run("SET LOCAL synchronous_commit = off")?;
-                let args: [pgrx::datum::DatumWithOid<'_>; 6] = [
+                let budgets: serde_json::Map<String, serde_json::Value> = phones
+                    .iter()
+                    .cloned()
+                    .zip(budgets.iter().map(|b| serde_json::Value::from(*b)))
+                    .collect();
+                let args: [pgrx::datum::DatumWithOid<'_>; 5] = [
                     (capacity as i64).into(),
                     exhausted.clone().into(),
-                    phones.clone().into(),
-                    budgets.clone().into(),
+                    pgrx::JsonB(serde_json::Value::Object(budgets)).into(),
                     default_budget.into(),
                     lease.into(),
                 ];
+                let _nested =
+                    crate::plans::GenericPlans::with(&crate::plans::NESTED_LOOP_PLAN_SETTINGS);
                 let raw = crate::plans::with_plan(
                     CLAIM_SQL,
                     CLAIM_TYPES,
@@ -573,14 +579,16 @@ struct ClaimedRow {
 const CLAIM_TYPES: &[pgrx::pg_sys::PgOid] = &[
     crate::plans::INT8,
     crate::plans::TEXT_ARRAY,
-    crate::plans::TEXT_ARRAY,
-    crate::plans::INT4_ARRAY,
+    crate::plans::JSONB,
     crate::plans::INT4,
     crate::plans::FLOAT8,
 ];
 
-/// Claims due outbox rows, at most `$5` (or the number's budget in `$3`/`$4`) per number and
-/// none for exhausted numbers (`$2`), and leases them for `$6` seconds.
+/// Claims due outbox rows, at most `$4` (or the number's budget in the `$3` object) per number
+/// and none for exhausted numbers (`$2`), and leases them for `$5` seconds. It runs with
+/// `NESTED_LOOP_PLAN_SETTINGS`: the picked rows are updated by primary-key probes (left to
+/// choose, the planner hash-joined them with a scan of the whole outbox, 42 ms a claim with
+/// 100,000 rows queued), and the budgets are a jsonb lookup rather than a join.
 const CLAIM_SQL: &str = "
 WITH due AS (
     SELECT o.tenant_id, o.outbox_id, o.phone_number_id,
@@ -595,13 +603,12 @@ WITH due AS (
 ), pick AS (
     SELECT d.tenant_id, d.outbox_id
       FROM due d
-      LEFT JOIN unnest($3::text[], $4::int[]) AS b(phone, budget) ON b.phone = d.phone_number_id
-     WHERE d.rn <= COALESCE(b.budget, $5)
+     WHERE d.rn <= COALESCE(($3 ->> d.phone_number_id)::int, $4)
      ORDER BY d.outbox_id
      LIMIT $1
 )
 UPDATE wa.outbox o
-   SET next_attempt_at = pg_catalog.now() + $6 * interval '1 second',
+   SET next_attempt_at = pg_catalog.now() + $5 * interval '1 second',
        attempts = o.attempts + 1
   FROM pick p
  WHERE o.tenant_id = p.tenant_id AND o.outbox_id = p.outbox_id
