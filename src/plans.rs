@@ -133,6 +133,13 @@ impl Drop for GenericPlans {
     }
 }
 
+/// Runs `sql` (parameter types `types`) with its kept plan, for its effect.
+pub fn run(sql: &'static str, types: &[PgOid], args: &[DatumWithOid<'_>]) -> Result<(), SpiError> {
+    with_plan(sql, types, args, |client, plan, args| {
+        client.update(plan, None, args).map(|_| ())
+    })
+}
+
 /// Runs `f` with the kept plan of `sql` inside an SPI connection; `args` are checked against
 /// `types` (pass the arguments `f` will use).
 pub fn with_plan<R>(

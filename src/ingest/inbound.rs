@@ -28,15 +28,8 @@ pub struct Message {
     pub timestamp: Option<i64>,
     pub context_wamid: Option<String>,
     pub preview: String,
-}
-
-impl Message {
-    pub fn is_media(&self) -> bool {
-        matches!(
-            self.kind.as_str(),
-            "image" | "audio" | "video" | "document" | "sticker"
-        )
-    }
+    /// An image, audio, video, document or sticker with a media id: the worker downloads it.
+    pub media: bool,
 }
 
 /// What the lookup found for one message.
@@ -332,7 +325,7 @@ pub fn apply(tenant: pgrx::Uuid, phone: &str, msgs: &[&Message]) {
         return;
     }
     let conversations = resolve(tenant, phone, &msgs, &found);
-    let media = msgs.iter().any(|m| m.is_media());
+    let media = msgs.iter().any(|m| m.media);
     let _generic = plans::GenericPlans::enter();
     if let ([m], [conversation]) = (msgs.as_slice(), conversations.as_slice()) {
         let args = [
@@ -352,12 +345,7 @@ pub fn apply(tenant: pgrx::Uuid, phone: &str, msgs: &[&Message]) {
         } else {
             WRITE_ONE
         };
-        return spi(plans::with_plan(
-            sql,
-            &types,
-            &args,
-            |client, plan, args| client.update(plan, None, args).map(|_| ()),
-        ));
+        return spi(plans::run(sql, &types, &args));
     }
     let args = [
         tenant.into(),
@@ -382,10 +370,5 @@ pub fn apply(tenant: pgrx::Uuid, phone: &str, msgs: &[&Message]) {
         TEXT_ARRAY,
     ];
     let sql = if media { WRITE_WITH_MEDIA } else { WRITE };
-    spi(plans::with_plan(
-        sql,
-        &types,
-        &args,
-        |client, plan, args| client.update(plan, None, args).map(|_| ()),
-    ));
+    spi(plans::run(sql, &types, &args));
 }

@@ -17,7 +17,7 @@ pub struct Planned {
 impl Planned {
     /// An inbound media message: applying it queues a download for the worker.
     pub fn has_media(&self) -> bool {
-        matches!(&self.part, Part::Inbound(m) if m.is_media())
+        matches!(&self.part, Part::Inbound(m) if m.media)
     }
 }
 
@@ -293,6 +293,7 @@ fn plan_messages(
                         timestamp: m.timestamp,
                         context_wamid: m.context.as_ref().and_then(|c| owned(c.id)),
                         preview: m.preview().replace('\0', "\u{FFFD}"),
+                        media: m.media_id().is_some(),
                     }),
                 });
             }

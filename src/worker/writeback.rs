@@ -175,22 +175,11 @@ pub fn record(done: Vec<Done>, max_attempts: i32) -> Result<Counts, String> {
     Ok(counts)
 }
 
-/// Runs a write-back statement with its kept plan.
-fn exec(
-    sql: &'static str,
-    types: &[pgrx::pg_sys::PgOid],
-    args: &[pgrx::datum::DatumWithOid<'_>],
-) -> Result<(), pgrx::spi::SpiError> {
-    crate::plans::with_plan(sql, types, args, |client, plan, args| {
-        client.update(plan, None, args).map(|_| ())
-    })
-}
-
 fn apply(b: Batch) -> Result<(), pgrx::spi::SpiError> {
     use crate::plans::{FLOAT8_ARRAY, INT8_ARRAY, JSONB_ARRAY, TEXT_ARRAY};
     if !b.sent.0.is_empty() {
         let (tenants, wamids) = (b.sent.1.clone(), b.sent.3.clone());
-        exec(
+        crate::plans::run(
             "WITH s AS (
                  SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::uuid[], $4::text[])
                         AS s(outbox_id, tenant_id, message_id, wamid)),
@@ -220,14 +209,14 @@ fn apply(b: Batch) -> Result<(), pgrx::spi::SpiError> {
         )?;
         // Statuses Meta sent before we knew these wamids (rare: most are matched through
         // biz_opaque_callback_data) apply now.
-        exec(
+        crate::plans::run(
             "SELECT wa._apply_pending_statuses($1::uuid[], $2::text[])",
             &[TEXT_ARRAY, TEXT_ARRAY],
             &[tenants.into(), wamids.into()],
         )?;
     }
     if !b.done.0.is_empty() {
-        exec(
+        crate::plans::run(
             "DELETE FROM wa.outbox o USING unnest($1::bigint[], $2::uuid[]) AS s(outbox_id, tenant_id)
               WHERE o.tenant_id = s.tenant_id AND o.outbox_id = s.outbox_id",            &[INT8_ARRAY, TEXT_ARRAY],
 
@@ -235,7 +224,7 @@ fn apply(b: Batch) -> Result<(), pgrx::spi::SpiError> {
         )?;
     }
     if !b.retry.0.is_empty() {
-        exec(
+        crate::plans::run(
             "UPDATE wa.outbox o
                 SET next_attempt_at = pg_catalog.now() + s.delay * interval '1 second',
                     last_error = s.error
@@ -252,7 +241,7 @@ fn apply(b: Batch) -> Result<(), pgrx::spi::SpiError> {
         )?;
     }
     if !b.failed.0.is_empty() {
-        exec(
+        crate::plans::run(
             "WITH s AS (
                  SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::jsonb[]) AS s(outbox_id, tenant_id, error)),
              o AS (
