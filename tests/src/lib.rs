@@ -6,6 +6,7 @@
 
 pub mod forwarder;
 pub mod webhooks;
+pub mod worker_env;
 
 use postgres::{Client, NoTls};
 use std::path::PathBuf;
