@@ -34,3 +34,11 @@ GRANT EXECUTE ON FUNCTION
     wa.exchange_code(uuid, text, text, text),
     wa.worker_status()
 TO wa_admin;
+
+-- The background worker (see sql/schema.sql for its table privileges).
+GRANT EXECUTE ON FUNCTION
+    wa.current_tenant_id(),
+    wa.status_rank(text),
+    wa._apply_pending_statuses(uuid[], text[]),
+    wa._apply_status(uuid, text, text, timestamptz, text, jsonb, jsonb, jsonb, jsonb)
+TO wa_worker;

@@ -9,7 +9,7 @@ DO $roles$
 DECLARE
     r text;
 BEGIN
-    FOREACH r IN ARRAY ARRAY['wa_admin', 'wa_app'] LOOP
+    FOREACH r IN ARRAY ARRAY['wa_admin', 'wa_app', 'wa_worker'] LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
             BEGIN
                 EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
@@ -63,6 +63,9 @@ CREATE TABLE wa.tenants (
     tenant_id            uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
     name                 text NOT NULL CHECK (pg_catalog.btrim(name) <> '' AND pg_catalog.length(name) <= 200),
     external_ref         text UNIQUE CHECK (external_ref <> ''),
+    -- The tenant's NOTIFY channel: random, so only who may read this row can LISTEN to it.
+    events_channel       text NOT NULL UNIQUE DEFAULT ('wa_' OPERATOR(pg_catalog.||)
+                             pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', '')),
     state                text NOT NULL DEFAULT 'not_connected' CHECK (state IN
                             ('not_connected', 'pending', 'connected', 'action_required',
                              'disconnected', 'error')),
@@ -264,7 +267,9 @@ CREATE TABLE wa.worker_state (
     media_downloaded     bigint NOT NULL DEFAULT 0,
     last_error           jsonb,
     last_error_at        timestamptz,
-    rate_limits          jsonb NOT NULL DEFAULT '{}'
+    rate_limits          jsonb NOT NULL DEFAULT '{}',
+    -- What sending is held back for, by the operator's side (a key file problem), or NULL.
+    paused               jsonb
 );
 
 -- Statuses that arrived before the message they describe was known; applied when it is.
@@ -411,3 +416,28 @@ CREATE POLICY tenant_isolation ON wa.signups FOR SELECT TO wa_app
 CREATE POLICY admin_all ON wa.signups TO wa_admin USING (true) WITH CHECK (true);
 GRANT SELECT ON wa.signups TO wa_app, wa_admin;
 SELECT pg_catalog.pg_extension_config_dump('wa.signups', '');
+
+-- The background worker runs as wa_worker (it connects as the bootstrap superuser, which
+-- PostgreSQL 15 requires, and drops to this role before its first statement). It serves every
+-- tenant, so its policies let it see all rows, and it has only the privileges it uses.
+DO $worker$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['tenants', 'wabas', 'phone_numbers', 'routes', 'credentials',
+                             'contacts', 'conversations', 'messages', 'outbox', 'media',
+                             'pending_statuses', 'templates', 'account_events', 'signups',
+                             'app_config', 'worker_state', 'webhook_events']
+    LOOP
+        EXECUTE pg_catalog.format(
+            'CREATE POLICY worker_all ON wa.%I TO wa_worker USING (true) WITH CHECK (true)', t);
+    END LOOP;
+END
+$worker$;
+GRANT USAGE ON SCHEMA wa TO wa_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON wa.outbox, wa.messages, wa.pending_statuses, wa.media,
+    wa.worker_state TO wa_worker;
+GRANT SELECT, UPDATE ON wa.tenants, wa.conversations TO wa_worker;
+GRANT SELECT ON wa.credentials, wa.phone_numbers, wa.app_config, wa.routes, wa.contacts
+    TO wa_worker;
+GRANT INSERT ON wa.account_events TO wa_worker;

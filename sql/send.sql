@@ -182,7 +182,8 @@ BEGIN ATOMIC
         'media_downloaded', COALESCE(s.media_downloaded, 0),
         'last_error', s.last_error,
         'last_error_at', s.last_error_at,
-        'rate_limits', COALESCE(s.rate_limits, '{}'::jsonb))
+        'rate_limits', COALESCE(s.rate_limits, '{}'::jsonb),
+        'paused', s.paused)
       FROM (SELECT count(*) FILTER (WHERE o.next_attempt_at OPERATOR(pg_catalog.<) 'infinity'::timestamptz) AS depth,
                    count(*) FILTER (WHERE o.next_attempt_at OPERATOR(pg_catalog.<=) now()) AS due,
                    count(*) FILTER (WHERE o.failed_at IS NULL AND o.next_attempt_at OPERATOR(pg_catalog.=) 'infinity'::timestamptz) AS held,
@@ -190,64 +191,3 @@ BEGIN ATOMIC
               FROM wa.outbox o) q
       LEFT JOIN wa.worker_state s ON true;
 END;
-
--- Meta refused a tenant's token (code 190): the tenant needs to reconnect. Its queue is held
--- (not retried into a storm) until then; the attempt that met the error is not counted.
-CREATE FUNCTION wa._hold_tenant(p_tenant uuid, p_error jsonb) RETURNS void
-    LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_state text;
-BEGIN
-    SELECT t.state INTO v_state FROM wa.tenants t WHERE t.tenant_id OPERATOR(pg_catalog.=) p_tenant FOR UPDATE;
-    UPDATE wa.outbox o
-       SET next_attempt_at = 'infinity', attempts = GREATEST(o.attempts - 1, 0), last_error = p_error
-     WHERE o.tenant_id OPERATOR(pg_catalog.=) p_tenant AND o.failed_at IS NULL;
-    IF v_state IS DISTINCT FROM 'action_required' THEN
-        UPDATE wa.tenants t SET state = 'action_required', last_error = p_error, updated_at = now()
-         WHERE t.tenant_id OPERATOR(pg_catalog.=) p_tenant;
-        INSERT INTO wa.account_events (tenant_id, kind, detail)
-        VALUES (p_tenant, 'connection.token_rejected', p_error);
-        PERFORM pg_notify('wa_events', json_build_object(
-            'kind', 'connection.changed', 'state', 'action_required', 'tenant_id', p_tenant,
-            'conversation_id', NULL, 'message_id', NULL)::text);
-    END IF;
-END
-$$;
-
--- An inbound media file the worker downloaded.
-CREATE FUNCTION wa._store_media(p_outbox bigint, p_tenant uuid, p_message uuid, p_media text,
-                                p_mime text, p_sha256 text, p_bytes bytea)
-    RETURNS void
-    LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    INSERT INTO wa.media (tenant_id, media_id, mime_type, sha256, size_bytes, content)
-    VALUES (p_tenant, p_media, p_mime, p_sha256, length(p_bytes), p_bytes)
-    ON CONFLICT (tenant_id, media_id) DO NOTHING;
-    UPDATE wa.messages m
-       SET media = jsonb_build_object('media_id', p_media, 'mime_type', p_mime, 'sha256', p_sha256,
-                                      'size_bytes', length(p_bytes), 'stored', true),
-           updated_at = now()
-     WHERE m.tenant_id OPERATOR(pg_catalog.=) p_tenant AND m.message_id OPERATOR(pg_catalog.=) p_message;
-    DELETE FROM wa.outbox o
-     WHERE o.tenant_id OPERATOR(pg_catalog.=) p_tenant AND o.outbox_id OPERATOR(pg_catalog.=) p_outbox;
-END
-$$;
-
-CREATE FUNCTION wa._media_failed(p_outbox bigint, p_tenant uuid, p_message uuid, p_error jsonb)
-    RETURNS void
-    LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    UPDATE wa.messages m
-       SET media = COALESCE(m.media, '{}'::jsonb) || jsonb_build_object('stored', false, 'error', p_error),
-           updated_at = now()
-     WHERE m.tenant_id OPERATOR(pg_catalog.=) p_tenant AND m.message_id OPERATOR(pg_catalog.=) p_message;
-    UPDATE wa.outbox o SET failed_at = now(), next_attempt_at = 'infinity', last_error = p_error
-     WHERE o.tenant_id OPERATOR(pg_catalog.=) p_tenant AND o.outbox_id OPERATOR(pg_catalog.=) p_outbox;
-END
-$$;

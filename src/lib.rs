@@ -46,8 +46,10 @@ extension_sql_file!("../sql/grants.sql", name = "grants", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
-    // SAFETY: reading a flag PostgreSQL sets while it loads shared_preload_libraries.
-    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+    // SAFETY: reading flags PostgreSQL sets before it loads shared_preload_libraries.
+    // Not under pg_upgrade (binary-upgrade mode): the old cluster's data is being moved, and
+    // nothing may be sent from it (pg_cron does the same).
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress && !pg_sys::IsBinaryUpgrade } {
         worker::register();
     }
 }

@@ -1,98 +1,12 @@
 //! The master key file: wrong keys, missing keys, loose permissions and rotation. These tests
 //! change the cluster's wa.key_file, so they run one at a time in their own test binary.
 
-use std::path::PathBuf;
 use std::sync::Mutex;
-use wa_integration_tests::{TestDb, cluster_dir, connect_as, sql_error_text};
+use wa_integration_tests::keyfile::*;
+use wa_integration_tests::{TestDb, sql_error_text};
 
 const TOKEN: &str = "EAAGtokenForRotation0123456789";
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn random_key_line(id: &str) -> String {
-    let bytes: Vec<u8> = (0..32).map(|_| rand_byte()).collect();
-    format!("{id}:{}\n", base64(&bytes))
-}
-
-fn rand_byte() -> u8 {
-    // uuid v4 is backed by the OS RNG; enough for test keys.
-    uuid::Uuid::new_v4().as_bytes()[0]
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = (chunk[0] as u32) << 16
-            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
-            | *chunk.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Points wa.key_file at another file for the duration of a test, then restores it.
-struct KeyFileSwap {
-    original: String,
-}
-
-impl KeyFileSwap {
-    fn original() -> String {
-        let mut c = connect_as("postgres", "postgres");
-        c.query_one("SHOW wa.key_file", &[]).unwrap().get(0)
-    }
-
-    fn point_at(path: &str) -> KeyFileSwap {
-        let original = Self::original();
-        set_key_file(path);
-        KeyFileSwap { original }
-    }
-}
-
-impl Drop for KeyFileSwap {
-    fn drop(&mut self) {
-        set_key_file(&self.original);
-    }
-}
-
-fn set_key_file(path: &str) {
-    let mut c = connect_as("postgres", "postgres");
-    c.batch_execute(&format!("ALTER SYSTEM SET wa.key_file = '{path}'"))
-        .unwrap();
-    c.batch_execute("SELECT pg_reload_conf()").unwrap();
-    // New connections read the reloaded configuration; give the postmaster a moment.
-    for _ in 0..50 {
-        let mut probe = connect_as("postgres", "postgres");
-        let now: String = probe.query_one("SHOW wa.key_file", &[]).unwrap().get(0);
-        if now == path {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("wa.key_file did not change to {path}");
-}
-
-fn write_key_file(name: &str, contents: &str, mode: u32) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    let path: PathBuf = cluster_dir().join(name);
-    std::fs::write(&path, contents).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-    let status = std::process::Command::new("chown")
-        .args(["postgres:postgres", path.to_str().unwrap()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    path.to_string_lossy().into_owned()
-}
-
-fn current_key_text() -> String {
-    std::fs::read_to_string(KeyFileSwap::original()).unwrap()
-}
 
 fn connected_tenant(db: &TestDb) -> String {
     let mut su = db.superuser();

@@ -29,6 +29,15 @@ fn shmem_ready() -> bool {
     crate::worker::PRELOADED.load(Ordering::Relaxed)
 }
 
+/// The running worker's pid, 0 when none is connected.
+pub fn worker_pid() -> i32 {
+    if shmem_ready() {
+        WORKER_PID.get().load(Ordering::SeqCst)
+    } else {
+        0
+    }
+}
+
 pub fn publish_worker_pid(pid: i32) {
     if shmem_ready() {
         WORKER_PID.get().store(pid, Ordering::SeqCst);

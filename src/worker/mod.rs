@@ -9,7 +9,10 @@
 
 mod dispatch;
 mod dropdb;
+mod identity;
 mod limiter;
+pub(crate) mod sql;
+mod tokens;
 mod txn;
 mod writeback;
 
@@ -20,10 +23,9 @@ use limiter::Pacer;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use whatsapp_client::api::{GraphClient, GraphConfig, Secret};
+use whatsapp_client::api::{GraphClient, GraphConfig};
 
 /// Set in the postmaster when the library is preloaded; backends inherit it.
 pub static PRELOADED: AtomicBool = AtomicBool::new(false);
@@ -38,7 +40,8 @@ pub fn register() {
         .set_library("whatsapp_pg")
         .set_function("wa_worker_main")
         .enable_spi_access()
-        // Restarted after a crash or an error exit (not after a clean SIGTERM exit).
+        // Restarted after a crash or an exit with status 1, which is how it always exits
+        // (SIGTERM included) except at server shutdown, when the postmaster restarts nothing.
         .set_restart_time(Some(Duration::from_secs(2)))
         .load();
 }
@@ -85,8 +88,15 @@ impl Settings {
     }
 }
 
-/// Claimed jobs, and the tokens decrypted for them (tenant, credential version, token).
-type Claimed = (Vec<Job>, Vec<(String, String, Arc<Secret>)>);
+/// What a claim hands to the HTTP threads, and key problems it met (to log once each).
+#[derive(Default)]
+struct Claimed {
+    jobs: Vec<Job>,
+    reports: Vec<String>,
+}
+
+/// Outbox rows by id and tenant, as the set-based statements take them.
+type Rows = (Vec<i64>, Vec<String>);
 
 /// Counters reported through wa.worker_status().
 #[derive(Default)]
@@ -104,7 +114,7 @@ struct Worker {
     pool: Pool,
     /// Jobs handed to the pool (waiting for their send time or being sent), not yet recorded.
     in_flight: usize,
-    tokens: HashMap<String, (String, Arc<Secret>)>,
+    tokens: tokens::Tokens,
     rates_loaded: Option<Instant>,
     /// After a failed claim (e.g. the extension is not installed yet), wait before the next.
     claim_paused_until: Option<Instant>,
@@ -116,6 +126,8 @@ struct Worker {
     stats: Stats,
     flushed: Instant,
     started: bool,
+    /// The key pause last written to wa.worker_state (a change is written at once).
+    published_pause: Option<serde_json::Value>,
 }
 
 #[pg_guard]
@@ -123,7 +135,24 @@ struct Worker {
 pub extern "C-unwind" fn wa_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = guc::string(&guc::DATABASE).unwrap_or_else(|| "postgres".into());
+    // Not while the database is being dropped, nor after it was (until it is created again).
+    while !dropdb::database_available() {
+        if BackgroundWorker::sigterm_received()
+            || !BackgroundWorker::wait_latch(Some(Duration::from_millis(250)))
+        {
+            return;
+        }
+    }
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    identity::pin_settings();
+    while !identity::become_wa_worker() {
+        // The extension was never created: nothing to serve yet, and nothing runs meanwhile.
+        if BackgroundWorker::sigterm_received()
+            || !BackgroundWorker::wait_latch(Some(Duration::from_secs(1)))
+        {
+            exit_for_restart();
+        }
+    }
     // SAFETY: reading this process's pid.
     wake::publish_worker_pid(unsafe { pg_sys::MyProcPid });
     log!("whatsapp_pg worker started for database \"{database}\"");
@@ -136,7 +165,7 @@ pub extern "C-unwind" fn wa_worker_main(_arg: pg_sys::Datum) {
         ),
         settings,
         in_flight: 0,
-        tokens: HashMap::new(),
+        tokens: tokens::Tokens::default(),
         rates_loaded: None,
         claim_paused_until: None,
         paced_until: None,
@@ -145,9 +174,19 @@ pub extern "C-unwind" fn wa_worker_main(_arg: pg_sys::Datum) {
         stats: Stats::default(),
         flushed: Instant::now(),
         started: false,
+        published_pause: None,
     };
     worker.run();
     wake::publish_worker_pid(0);
+    exit_for_restart();
+}
+
+/// Exits so that the postmaster starts the worker again after its restart time: whoever
+/// stopped it (a superuser's pg_terminate_backend, a drop of its database that then failed)
+/// must not leave every tenant without sending. At shutdown nothing is restarted anyway.
+fn exit_for_restart() -> ! {
+    // SAFETY: the worker's main thread; proc_exit runs the exit callbacks and never returns.
+    unsafe { pg_sys::proc_exit(1) }
 }
 
 /// Whether our latch was set (by a committing backend) since it was last reset.
@@ -260,6 +299,7 @@ impl Worker {
             self.settings = fresh;
         }
         self.tokens.clear();
+        self.claim_paused_until = None;
     }
 
     fn drain(&mut self) {
@@ -279,13 +319,8 @@ impl Worker {
             .collect();
         if !waiting.is_empty() {
             let (ids, tenants): (Vec<i64>, Vec<String>) = waiting.into_iter().unzip();
-            let _ = txn::run(std::panic::AssertUnwindSafe(|| {
-                Spi::run_with_args(
-                    "UPDATE wa.outbox o SET next_attempt_at = pg_catalog.now(), attempts = GREATEST(o.attempts - 1, 0)
-                       FROM unnest($1::bigint[], $2::uuid[]) AS s(outbox_id, tenant_id)
-                      WHERE o.tenant_id = s.tenant_id AND o.outbox_id = s.outbox_id",
-                    &[ids.into(), tenants.into()],
-                )
+            let _ = txn::run_ok(std::panic::AssertUnwindSafe(|| {
+                Spi::run_with_args(sql::RELEASE, &[ids.into(), tenants.into(), 0.0f64.into()])
             }));
         }
         self.flush_stats(true);
@@ -302,15 +337,7 @@ impl Worker {
         let rates = txn::run(|| {
             let mut rates = HashMap::new();
             Spi::connect(|client| {
-                let rows = client.select(
-                    "SELECT phone_number_id,
-                            COALESCE(rate_limit_per_sec,
-                                     CASE WHEN throughput_level = 'HIGH' THEN 1000 END)::float8
-                       FROM wa.phone_numbers
-                      WHERE rate_limit_per_sec IS NOT NULL OR throughput_level = 'HIGH'",
-                    None,
-                    &[],
-                )?;
+                let rows = client.select(sql::RATES, None, &[])?;
                 for row in rows {
                     if let (Some(p), Some(r)) = (row.get::<String>(1)?, row.get::<f64>(2)?) {
                         rates.insert(p, r);
@@ -339,15 +366,25 @@ impl Worker {
         {
             return 0;
         }
+        if let Err(report) = self.tokens.check_keyring() {
+            // No key, no token: nothing is claimed (no row changes) until the file is fixed.
+            if let Some(line) = report {
+                self.note_error("key", &line);
+            }
+            self.stats.dirty = true;
+            self.claim_paused_until = Some(now + Duration::from_secs(1));
+            return 0;
+        }
         self.load_rates();
         let (phones, budgets, exhausted, default_budget) = self.pool.with_pacer(|p| {
             let (a, b, c) = p.budgets();
             (a, b, c, p.default_budget())
         });
+        let blocked = self.tokens.blocked();
         let lease = self.settings.lease_secs();
         let media_max = self.settings.media_max_bytes;
-        let known: HashMap<String, (String, Arc<Secret>)> = self.tokens.clone();
-        let claimed = txn::run(std::panic::AssertUnwindSafe(
+        let tokens = &mut self.tokens;
+        let claimed = txn::run_ok(std::panic::AssertUnwindSafe(
             || -> Result<Claimed, crate::error::WaError> {
                 Spi::run("SET LOCAL synchronous_commit = off")?;
                 let budgets: serde_json::Map<String, serde_json::Value> = phones
@@ -355,17 +392,18 @@ impl Worker {
                     .cloned()
                     .zip(budgets.iter().map(|b| serde_json::Value::from(*b)))
                     .collect();
-                let args: [pgrx::datum::DatumWithOid<'_>; 5] = [
+                let args: [pgrx::datum::DatumWithOid<'_>; 6] = [
                     (capacity as i64).into(),
                     exhausted.clone().into(),
                     pgrx::JsonB(serde_json::Value::Object(budgets)).into(),
                     default_budget.into(),
                     lease.into(),
+                    blocked.clone().into(),
                 ];
                 let _nested =
                     crate::plans::GenericPlans::with(&crate::plans::NESTED_LOOP_PLAN_SETTINGS);
                 let raw = crate::plans::with_plan(
-                    CLAIM_SQL,
+                    sql::CLAIM,
                     CLAIM_TYPES,
                     &args,
                     |client, plan, args| {
@@ -386,27 +424,31 @@ impl Worker {
                         Ok(raw)
                     },
                 )?;
-                let mut jobs = Vec::with_capacity(raw.len());
-                let mut fresh_tokens = Vec::new();
-                let mut tokens = known.clone();
+                let mut claim = Claimed::default();
+                // Rows whose token does not open go back unsent; rows of a tenant without a
+                // token wait for it to be connected again.
+                let (mut release, mut hold): (Rows, Rows) = Default::default();
                 for r in raw {
-                    let token = match tokens.get(&r.tenant) {
-                        Some((v, t)) if *v == r.version => t.clone(),
-                        _ => {
-                            let t = match crate::connect::business_token(&r.tenant) {
-                                Ok(t) => Arc::new(Secret::new(t.as_str())),
-                                // No usable token: the write-back treats it as a revoked one.
-                                Err(_) => Arc::new(Secret::new("")),
-                            };
-                            tokens.insert(r.tenant.clone(), (r.version.clone(), t.clone()));
-                            fresh_tokens.push((r.tenant.clone(), r.version.clone(), t.clone()));
-                            t
-                        }
-                    };
                     let Some(kind) = Kind::parse(&r.kind) else {
                         continue;
                     };
-                    jobs.push(Job {
+                    let token = match tokens.get(&r.tenant, &r.version) {
+                        Ok(token) => token,
+                        Err(tokens::TokenError::Key { key_id, reason }) => {
+                            claim
+                                .reports
+                                .extend(tokens.block(&r.tenant, &key_id, &reason));
+                            release.0.push(r.outbox_id);
+                            release.1.push(r.tenant);
+                            continue;
+                        }
+                        Err(tokens::TokenError::Missing) => {
+                            hold.0.push(r.outbox_id);
+                            hold.1.push(r.tenant);
+                            continue;
+                        }
+                    };
+                    claim.jobs.push(Job {
                         outbox_id: r.outbox_id,
                         tenant: r.tenant,
                         kind,
@@ -418,26 +460,40 @@ impl Worker {
                         media_max_bytes: media_max,
                     });
                 }
-                Ok((jobs, fresh_tokens))
+                if !release.0.is_empty() {
+                    Spi::run_with_args(
+                        sql::RELEASE,
+                        &[release.0.into(), release.1.into(), 5.0f64.into()],
+                    )?;
+                }
+                if !hold.0.is_empty() {
+                    let reason = serde_json::json!({
+                        "title": "no business token",
+                        "details": "No business token is stored for this tenant; its messages wait until it is connected again."
+                    });
+                    Spi::run_with_args(
+                        sql::HOLD_ROWS,
+                        &[hold.0.into(), hold.1.into(), pgrx::JsonB(reason).into()],
+                    )?;
+                }
+                Ok(claim)
             },
         ));
-        let (jobs, fresh) = match claimed {
-            Ok(Ok(x)) => x,
-            Ok(Err(e)) => {
-                self.note_error("claim", &e.to_string());
-                self.claim_paused_until = Some(Instant::now() + Duration::from_secs(1));
-                return 0;
-            }
+        let claim = match claimed {
+            Ok(claim) => claim,
             Err(e) => {
                 self.note_error("claim", &e);
                 self.claim_paused_until = Some(Instant::now() + Duration::from_secs(1));
                 return 0;
             }
         };
-        for (tenant, version, token) in fresh {
-            self.tokens.insert(tenant, (version, token));
+        for line in &claim.reports {
+            self.note_error("key", line);
         }
-        let n = jobs.len();
+        if !claim.reports.is_empty() || !blocked.is_empty() {
+            self.stats.dirty = true;
+        }
+        let n = claim.jobs.len();
         if n == 0 && !exhausted.is_empty() {
             // Only numbers at their horizon have due rows: claiming again before one of them
             // opens (or a commit wakes us) would read the same queue for nothing.
@@ -448,29 +504,8 @@ impl Worker {
                 .min(Duration::from_secs(1));
             self.paced_until = Some(Instant::now() + wait);
         }
-        let mut ready = Vec::with_capacity(n);
-        for job in jobs {
-            if job.token.expose().is_empty() {
-                // Decided on the main thread, without a request.
-                self.write_back(vec![Done {
-                    outcome: dispatch::Outcome::Failed(whatsapp_client::api::ApiError::Graph {
-                        http_status: 401,
-                        error: Box::new(whatsapp_client::GraphError::from_value(
-                            &serde_json::json!({
-                                "message": "no usable business token is stored for this tenant",
-                                "type": "OAuthException",
-                                "code": 190
-                            }),
-                        )),
-                    }),
-                    job,
-                }]);
-                continue;
-            }
-            ready.push(job);
-        }
-        self.in_flight += ready.len();
-        self.pool.enqueue(ready);
+        self.in_flight += n;
+        self.pool.enqueue(claim.jobs);
         n
     }
 
@@ -497,7 +532,7 @@ impl Worker {
                     self.stats.last_error = Some(e);
                 }
                 for tenant in counts.reauthorize {
-                    self.tokens.remove(&tenant);
+                    self.tokens.forget(&tenant);
                 }
                 self.stats.dirty = true;
             }
@@ -513,8 +548,10 @@ impl Worker {
 
     /// Publishes counters and rate-limit state about once a second (and at start and exit).
     fn flush_stats(&mut self, force: bool) {
+        let paused = self.tokens.pause();
         if !force
             && self.started
+            && paused == self.published_pause
             && (!self.stats.dirty || self.flushed.elapsed() < Duration::from_secs(1))
         {
             return;
@@ -524,23 +561,10 @@ impl Worker {
         let (sent, failed, retried, media, error) =
             (s.sent, s.failed, s.retried, s.media, s.last_error.clone());
         let first = !self.started;
-        let ok = txn::run(std::panic::AssertUnwindSafe(|| {
+        let published = paused.clone();
+        let ok = txn::run_ok(std::panic::AssertUnwindSafe(|| {
             Spi::run_with_args(
-                "INSERT INTO wa.worker_state AS s (singleton, pid, started_at, heartbeat_at, sent, failed, retried,
-                                                   media_downloaded, last_error, last_error_at, rate_limits)
-                 VALUES (true, pg_backend_pid(), now(), now(), $1, $2, $3, $4, $5,
-                         CASE WHEN $5 IS NOT NULL THEN now() END, $6)
-                 ON CONFLICT (singleton) DO UPDATE SET
-                     pid = pg_backend_pid(),
-                     started_at = CASE WHEN $7 THEN now() ELSE s.started_at END,
-                     heartbeat_at = now(),
-                     sent = CASE WHEN $7 THEN 0 ELSE s.sent END + $1,
-                     failed = CASE WHEN $7 THEN 0 ELSE s.failed END + $2,
-                     retried = CASE WHEN $7 THEN 0 ELSE s.retried END + $3,
-                     media_downloaded = CASE WHEN $7 THEN 0 ELSE s.media_downloaded END + $4,
-                     last_error = COALESCE($5, s.last_error),
-                     last_error_at = CASE WHEN $5 IS NOT NULL THEN now() ELSE s.last_error_at END,
-                     rate_limits = $6",
+                sql::HEARTBEAT,
                 &[
                     sent.into(),
                     failed.into(),
@@ -549,10 +573,12 @@ impl Worker {
                     error.map(pgrx::JsonB).into(),
                     pgrx::JsonB(snapshot).into(),
                     first.into(),
+                    paused.map(pgrx::JsonB).into(),
                 ],
             )
         }));
-        if let Ok(Ok(())) = ok {
+        if ok.is_ok() {
+            self.published_pause = published;
             // Counters are deltas since the last flush.
             self.stats = Stats::default();
             self.started = true;
@@ -582,38 +608,5 @@ const CLAIM_TYPES: &[pgrx::pg_sys::PgOid] = &[
     crate::plans::JSONB,
     crate::plans::INT4,
     crate::plans::FLOAT8,
+    crate::plans::TEXT_ARRAY,
 ];
-
-/// Claims due outbox rows, at most `$4` (or the number's budget in the `$3` object) per number
-/// and none for exhausted numbers (`$2`), and leases them for `$5` seconds. It runs with
-/// `NESTED_LOOP_PLAN_SETTINGS`: the picked rows are updated by primary-key probes (left to
-/// choose, the planner hash-joined them with a scan of the whole outbox, 61 ms a claim with
-/// 100,000 rows queued), and the budgets are a jsonb lookup rather than a join.
-const CLAIM_SQL: &str = "
-WITH due AS (
-    SELECT o.tenant_id, o.outbox_id, o.phone_number_id,
-           row_number() OVER (PARTITION BY o.phone_number_id
-                              ORDER BY o.next_attempt_at, o.outbox_id) AS rn
-      FROM (SELECT o.tenant_id, o.outbox_id, o.phone_number_id, o.next_attempt_at
-              FROM wa.outbox o
-             WHERE o.next_attempt_at <= pg_catalog.now()
-               AND o.phone_number_id <> ALL ($2::text[])
-             ORDER BY o.next_attempt_at, o.outbox_id
-             LIMIT $1 * 2) o
-), pick AS (
-    SELECT d.tenant_id, d.outbox_id
-      FROM due d
-     WHERE d.rn <= COALESCE(($3 ->> d.phone_number_id)::int, $4)
-     ORDER BY d.outbox_id
-     LIMIT $1
-)
-UPDATE wa.outbox o
-   SET next_attempt_at = pg_catalog.now() + $5 * interval '1 second',
-       attempts = o.attempts + 1
-  FROM pick p
- WHERE o.tenant_id = p.tenant_id AND o.outbox_id = p.outbox_id
-   AND o.next_attempt_at <= pg_catalog.now()
-RETURNING o.outbox_id, o.tenant_id::text, o.kind, o.message_id::text, o.phone_number_id,
-          o.recipient, o.payload, o.attempts,
-          COALESCE((SELECT c.updated_at::text FROM wa.credentials c
-                     WHERE c.tenant_id = o.tenant_id AND c.kind = 'business_token'), '')";

@@ -2,7 +2,7 @@
 //! statements (`unnest` of arrays) rather than a statement per message.
 
 use super::dispatch::{Done, Kind, Outcome};
-use super::txn;
+use super::{sql, txn};
 use pgrx::prelude::*;
 use serde_json::{Value, json};
 use whatsapp_client::api::ApiError;
@@ -171,7 +171,7 @@ pub fn record(done: Vec<Done>, max_attempts: i32) -> Result<Counts, String> {
             }
         }
     }
-    txn::run(std::panic::AssertUnwindSafe(|| apply(b)))?.map_err(|e| e.to_string())?;
+    txn::run_ok(std::panic::AssertUnwindSafe(|| apply(b)))?;
     Ok(counts)
 }
 
@@ -180,25 +180,7 @@ fn apply(b: Batch) -> Result<(), pgrx::spi::SpiError> {
     if !b.sent.0.is_empty() {
         let (tenants, wamids) = (b.sent.1.clone(), b.sent.3.clone());
         crate::plans::run(
-            "WITH s AS (
-                 SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::uuid[], $4::text[])
-                        AS s(outbox_id, tenant_id, message_id, wamid)),
-             gone AS (
-                 DELETE FROM wa.outbox o USING s
-                  WHERE o.tenant_id = s.tenant_id AND o.outbox_id = s.outbox_id),
-             upd AS (
-                 UPDATE wa.messages m
-                    SET wamid = COALESCE(m.wamid, s.wamid),
-                        status = CASE WHEN m.status = 'queued' THEN 'sent' ELSE m.status END,
-                        sent_at = COALESCE(m.sent_at, pg_catalog.now()),
-                        updated_at = pg_catalog.now()
-                   FROM s
-                  WHERE m.tenant_id = s.tenant_id AND m.message_id = s.message_id
-                 RETURNING m.tenant_id, m.conversation_id, m.message_id, m.status)
-             SELECT count(pg_catalog.pg_notify('wa_events', json_build_object(
-                        'kind', 'message.status', 'status', u.status, 'tenant_id', u.tenant_id,
-                        'conversation_id', u.conversation_id, 'message_id', u.message_id)::text))
-               FROM upd u",
+            sql::SENT,
             &[INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY, TEXT_ARRAY],
             &[
                 b.sent.0.into(),
@@ -210,27 +192,21 @@ fn apply(b: Batch) -> Result<(), pgrx::spi::SpiError> {
         // Statuses Meta sent before we knew these wamids (rare: most are matched through
         // biz_opaque_callback_data) apply now.
         crate::plans::run(
-            "SELECT wa._apply_pending_statuses($1::uuid[], $2::text[])",
+            sql::PENDING_STATUSES,
             &[TEXT_ARRAY, TEXT_ARRAY],
             &[tenants.into(), wamids.into()],
         )?;
     }
     if !b.done.0.is_empty() {
         crate::plans::run(
-            "DELETE FROM wa.outbox o USING unnest($1::bigint[], $2::uuid[]) AS s(outbox_id, tenant_id)
-              WHERE o.tenant_id = s.tenant_id AND o.outbox_id = s.outbox_id",            &[INT8_ARRAY, TEXT_ARRAY],
-
+            sql::DONE,
+            &[INT8_ARRAY, TEXT_ARRAY],
             &[b.done.0.into(), b.done.1.into()],
         )?;
     }
     if !b.retry.0.is_empty() {
         crate::plans::run(
-            "UPDATE wa.outbox o
-                SET next_attempt_at = pg_catalog.now() + s.delay * interval '1 second',
-                    last_error = s.error
-               FROM unnest($1::bigint[], $2::uuid[], $3::float8[], $4::jsonb[])
-                    AS s(outbox_id, tenant_id, delay, error)
-              WHERE o.tenant_id = s.tenant_id AND o.outbox_id = s.outbox_id",
+            sql::RETRY,
             &[INT8_ARRAY, TEXT_ARRAY, FLOAT8_ARRAY, JSONB_ARRAY],
             &[
                 b.retry.0.into(),
@@ -242,27 +218,8 @@ fn apply(b: Batch) -> Result<(), pgrx::spi::SpiError> {
     }
     if !b.failed.0.is_empty() {
         crate::plans::run(
-            "WITH s AS (
-                 SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::jsonb[]) AS s(outbox_id, tenant_id, error)),
-             o AS (
-                 UPDATE wa.outbox o
-                    SET failed_at = pg_catalog.now(), next_attempt_at = 'infinity', last_error = s.error
-                   FROM s
-                  WHERE o.tenant_id = s.tenant_id AND o.outbox_id = s.outbox_id
-                 RETURNING o.tenant_id, o.message_id, s.error),
-             upd AS (
-                 UPDATE wa.messages m
-                    SET status = 'failed', error = o.error, failed_at = pg_catalog.now(),
-                        updated_at = pg_catalog.now()
-                   FROM o
-                  WHERE m.tenant_id = o.tenant_id AND m.message_id = o.message_id
-                    AND m.status <> 'failed'
-                 RETURNING m.tenant_id, m.conversation_id, m.message_id)
-             SELECT count(pg_catalog.pg_notify('wa_events', json_build_object(
-                        'kind', 'message.status', 'status', 'failed', 'tenant_id', u.tenant_id,
-                        'conversation_id', u.conversation_id, 'message_id', u.message_id)::text))
-               FROM upd u",            &[INT8_ARRAY, TEXT_ARRAY, JSONB_ARRAY],
-
+            sql::FAILED,
+            &[INT8_ARRAY, TEXT_ARRAY, JSONB_ARRAY],
             &[b.failed.0.into(), b.failed.1.into(), b.failed.2.into()],
         )?;
     }
@@ -272,13 +229,13 @@ fn apply(b: Batch) -> Result<(), pgrx::spi::SpiError> {
             continue;
         }
         Spi::run_with_args(
-            "SELECT wa._hold_tenant($1::uuid, $2)",
+            sql::HOLD_TENANT,
             &[tenant.into(), pgrx::JsonB(error).into()],
         )?;
     }
     for (outbox_id, tenant, message_id, error) in b.media_failed {
         Spi::run_with_args(
-            "SELECT wa._media_failed($1, $2::uuid, $3::uuid, $4)",
+            sql::MEDIA_FAILED,
             &[
                 outbox_id.into(),
                 tenant.into(),
@@ -289,7 +246,7 @@ fn apply(b: Batch) -> Result<(), pgrx::spi::SpiError> {
     }
     for (outbox_id, tenant, message_id, media_id, mime, sha256, bytes) in b.media {
         Spi::run_with_args(
-            "SELECT wa._store_media($1, $2::uuid, $3::uuid, $4, $5, $6, $7)",
+            sql::MEDIA_STORED,
             &[
                 outbox_id.into(),
                 tenant.into(),

@@ -5,6 +5,7 @@
 //! run in parallel without seeing each other's rows. Roles are cluster-wide and shared.
 
 pub mod forwarder;
+pub mod keyfile;
 pub mod webhooks;
 pub mod worker_env;
 

@@ -1,0 +1,604 @@
+//! Every statement the background worker runs, in one place, so that they can be audited.
+//!
+//! The worker runs as the role `wa_worker` (see `identity`) with `search_path` pinned to
+//! `pg_catalog, pg_temp`, whatever the database's or a role's settings say. On top of that,
+//! every function, operator and type below is schema-qualified (`pg_catalog.now()`,
+//! `OPERATOR(pg_catalog.=)`, `::pg_catalog.uuid`), so that no object created by whoever owns
+//! the database can ever run in the worker, even if the pinning were lost. SQL constructs
+//! that find an operator by name through the search path (`IN (…)`, `IS DISTINCT FROM`,
+//! `NULLIF`, a simple `CASE x WHEN`, `JOIN … USING`) are not used; `GREATEST`, `LEAST`,
+//! `ORDER BY` and `ON CONFLICT` use the types' default operator classes, not the search path.
+//! A multi-argument `unnest(a, b)` is only sugar for an unqualified name, so it is written out
+//! as `ROWS FROM (pg_catalog.unnest(a), pg_catalog.unnest(b))`.
+//! The unit test at the end checks all of this for every statement listed in `ALL`.
+//!
+//! Functions of the extension the worker calls (`wa._apply_pending_statuses`, which calls
+//! `wa._apply_status`) pin their own search_path and are qualified the same way.
+
+/// Claims due outbox rows, at most `$1`, at most `$4` (or the number's budget in the `$3`
+/// object) per number, none for the exhausted numbers `$2` or the tenants `$6` whose token
+/// cannot be decrypted now, and leases them for `$5` seconds. Returns each row with the
+/// version of its tenant's token (the credential's `updated_at`).
+///
+/// It runs with `plans::NESTED_LOOP_PLAN_SETTINGS`: the picked rows are updated by primary-key
+/// probes (left to choose, the planner hash-joined them with a scan of the whole outbox, 61 ms
+/// a claim with 100,000 rows queued), and the budgets are a jsonb lookup rather than a join.
+pub const CLAIM: &str = "
+WITH due AS (
+    SELECT o.tenant_id, o.outbox_id, o.phone_number_id,
+           pg_catalog.row_number() OVER (PARTITION BY o.phone_number_id
+                                         ORDER BY o.next_attempt_at, o.outbox_id) AS rn
+      FROM (SELECT o.tenant_id, o.outbox_id, o.phone_number_id, o.next_attempt_at
+              FROM wa.outbox o
+             WHERE o.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()
+               AND o.phone_number_id OPERATOR(pg_catalog.<>) ALL ($2::pg_catalog.text[])
+               AND o.tenant_id OPERATOR(pg_catalog.<>) ALL ($6::pg_catalog.uuid[])
+             ORDER BY o.next_attempt_at, o.outbox_id
+             LIMIT ($1 OPERATOR(pg_catalog.*) 2)) o
+), pick AS (
+    SELECT d.tenant_id, d.outbox_id
+      FROM due d
+     WHERE d.rn OPERATOR(pg_catalog.<=)
+           COALESCE(($3 OPERATOR(pg_catalog.->>) d.phone_number_id)::pg_catalog.int4, $4)
+     ORDER BY d.outbox_id
+     LIMIT $1
+)
+UPDATE wa.outbox o
+   SET next_attempt_at = pg_catalog.now() OPERATOR(pg_catalog.+) ($5 OPERATOR(pg_catalog.*) interval '1 second'),
+       attempts = o.attempts OPERATOR(pg_catalog.+) 1
+  FROM pick p
+ WHERE o.tenant_id OPERATOR(pg_catalog.=) p.tenant_id
+   AND o.outbox_id OPERATOR(pg_catalog.=) p.outbox_id
+   AND o.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()
+RETURNING o.outbox_id, o.tenant_id::pg_catalog.text, o.kind, o.message_id::pg_catalog.text,
+          o.phone_number_id, o.recipient, o.payload, o.attempts,
+          COALESCE((SELECT c.updated_at::pg_catalog.text FROM wa.credentials c
+                     WHERE c.tenant_id OPERATOR(pg_catalog.=) o.tenant_id
+                       AND c.kind OPERATOR(pg_catalog.=) 'business_token'), '')";
+
+/// A tenant's encrypted business token and the key id it is stored under.
+pub const TOKEN: &str = "
+SELECT c.ciphertext, c.key_id
+  FROM wa.credentials c
+ WHERE c.tenant_id OPERATOR(pg_catalog.=) $1::pg_catalog.uuid
+   AND c.kind OPERATOR(pg_catalog.=) 'business_token'";
+
+/// Per-number rates that differ from the default.
+pub const RATES: &str = "
+SELECT p.phone_number_id,
+       COALESCE(p.rate_limit_per_sec,
+                CASE WHEN p.throughput_level OPERATOR(pg_catalog.=) 'HIGH' THEN 1000 END)::pg_catalog.float8
+  FROM wa.phone_numbers p
+ WHERE p.rate_limit_per_sec IS NOT NULL
+    OR p.throughput_level OPERATOR(pg_catalog.=) 'HIGH'";
+
+/// Claimed rows put back unsent (`$3` seconds from now), their attempt not counted.
+pub const RELEASE: &str = "
+UPDATE wa.outbox o
+   SET next_attempt_at = pg_catalog.now() OPERATOR(pg_catalog.+) ($3 OPERATOR(pg_catalog.*) interval '1 second'),
+       attempts = GREATEST(o.attempts OPERATOR(pg_catalog.-) 1, 0)
+  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),
+                   pg_catalog.unnest($2::pg_catalog.uuid[])) AS s(outbox_id, tenant_id)
+ WHERE o.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
+   AND o.outbox_id OPERATOR(pg_catalog.=) s.outbox_id";
+
+/// Claimed rows held until their tenant is connected again (no token is stored for it), their
+/// attempt not counted. The tenant's state is not touched: only Meta's 190 moves it.
+pub const HOLD_ROWS: &str = "
+UPDATE wa.outbox o
+   SET next_attempt_at = 'infinity'::pg_catalog.timestamptz,
+       attempts = GREATEST(o.attempts OPERATOR(pg_catalog.-) 1, 0),
+       last_error = $3::pg_catalog.jsonb
+  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),
+                   pg_catalog.unnest($2::pg_catalog.uuid[])) AS s(outbox_id, tenant_id)
+ WHERE o.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
+   AND o.outbox_id OPERATOR(pg_catalog.=) s.outbox_id";
+
+/// The worker's heartbeat, counters (deltas since the last one; `$7` = first since start),
+/// last error, pause and per-number pacing.
+pub const HEARTBEAT: &str = "
+INSERT INTO wa.worker_state AS s (singleton, pid, started_at, heartbeat_at, sent, failed, retried,
+                                  media_downloaded, last_error, last_error_at, rate_limits, paused)
+VALUES (true, pg_catalog.pg_backend_pid(), pg_catalog.now(), pg_catalog.now(), $1, $2, $3, $4, $5,
+        CASE WHEN $5 IS NOT NULL THEN pg_catalog.now() END, $6, $8)
+ON CONFLICT (singleton) DO UPDATE SET
+    pid = pg_catalog.pg_backend_pid(),
+    started_at = CASE WHEN $7 THEN pg_catalog.now() ELSE s.started_at END,
+    heartbeat_at = pg_catalog.now(),
+    sent = (CASE WHEN $7 THEN 0 ELSE s.sent END) OPERATOR(pg_catalog.+) $1,
+    failed = (CASE WHEN $7 THEN 0 ELSE s.failed END) OPERATOR(pg_catalog.+) $2,
+    retried = (CASE WHEN $7 THEN 0 ELSE s.retried END) OPERATOR(pg_catalog.+) $3,
+    media_downloaded = (CASE WHEN $7 THEN 0 ELSE s.media_downloaded END) OPERATOR(pg_catalog.+) $4,
+    last_error = COALESCE($5, s.last_error),
+    last_error_at = CASE WHEN $5 IS NOT NULL THEN pg_catalog.now() ELSE s.last_error_at END,
+    rate_limits = $6,
+    paused = $8";
+
+/// The end of the statements that change a message's status: one notification per changed
+/// message, on its tenant's channel.
+macro_rules! notify_status {
+    ($rows:literal, $status:literal) => {
+        concat!(
+            "
+SELECT pg_catalog.count(pg_catalog.pg_notify(t.events_channel, pg_catalog.json_build_object(
+           'kind', 'message.status', 'status', ",
+            $status,
+            ", 'tenant_id', u.tenant_id,
+           'conversation_id', u.conversation_id, 'message_id', u.message_id)::pg_catalog.text))
+  FROM ",
+            $rows,
+            " u
+  JOIN wa.tenants t ON t.tenant_id OPERATOR(pg_catalog.=) u.tenant_id"
+        )
+    };
+}
+
+/// Messages Meta accepted: the outbox rows go, the messages get their wamid and `sent`.
+pub const SENT: &str = concat!(
+    "
+WITH s AS (
+    SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),
+                   pg_catalog.unnest($2::pg_catalog.uuid[]),
+                   pg_catalog.unnest($3::pg_catalog.uuid[]),
+                   pg_catalog.unnest($4::pg_catalog.text[]))
+           AS s(outbox_id, tenant_id, message_id, wamid)),
+gone AS (
+    DELETE FROM wa.outbox o USING s
+     WHERE o.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
+       AND o.outbox_id OPERATOR(pg_catalog.=) s.outbox_id),
+upd AS (
+    UPDATE wa.messages m
+       SET wamid = COALESCE(m.wamid, s.wamid),
+           status = CASE WHEN m.status OPERATOR(pg_catalog.=) 'queued' THEN 'sent' ELSE m.status END,
+           sent_at = COALESCE(m.sent_at, pg_catalog.now()),
+           updated_at = pg_catalog.now()
+      FROM s
+     WHERE m.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
+       AND m.message_id OPERATOR(pg_catalog.=) s.message_id
+    RETURNING m.tenant_id, m.conversation_id, m.message_id, m.status)",
+    notify_status!("upd", "u.status")
+);
+
+/// Statuses Meta sent before we knew these wamids apply now.
+pub const PENDING_STATUSES: &str =
+    "SELECT wa._apply_pending_statuses($1::pg_catalog.uuid[], $2::pg_catalog.text[])";
+
+/// Other accepted requests (mark read): the outbox rows go.
+pub const DONE: &str = "
+DELETE FROM wa.outbox o
+ USING ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),
+                   pg_catalog.unnest($2::pg_catalog.uuid[])) AS s(outbox_id, tenant_id)
+ WHERE o.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
+   AND o.outbox_id OPERATOR(pg_catalog.=) s.outbox_id";
+
+/// Transient failures: tried again after each row's delay.
+pub const RETRY: &str = "
+UPDATE wa.outbox o
+   SET next_attempt_at = pg_catalog.now() OPERATOR(pg_catalog.+) (s.delay OPERATOR(pg_catalog.*) interval '1 second'),
+       last_error = s.error
+  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),
+                   pg_catalog.unnest($2::pg_catalog.uuid[]),
+                   pg_catalog.unnest($3::pg_catalog.float8[]),
+                   pg_catalog.unnest($4::pg_catalog.jsonb[])) AS s(outbox_id, tenant_id, delay, error)
+ WHERE o.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
+   AND o.outbox_id OPERATOR(pg_catalog.=) s.outbox_id";
+
+/// Permanent failures: the outbox rows stay as failed, the messages become `failed`.
+pub const FAILED: &str = concat!(
+    "
+WITH s AS (
+    SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),
+                   pg_catalog.unnest($2::pg_catalog.uuid[]),
+                   pg_catalog.unnest($3::pg_catalog.jsonb[]))
+           AS s(outbox_id, tenant_id, error)),
+o AS (
+    UPDATE wa.outbox o
+       SET failed_at = pg_catalog.now(), next_attempt_at = 'infinity'::pg_catalog.timestamptz,
+           last_error = s.error
+      FROM s
+     WHERE o.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
+       AND o.outbox_id OPERATOR(pg_catalog.=) s.outbox_id
+    RETURNING o.tenant_id, o.message_id, s.error),
+upd AS (
+    UPDATE wa.messages m
+       SET status = 'failed', error = o.error, failed_at = pg_catalog.now(),
+           updated_at = pg_catalog.now()
+      FROM o
+     WHERE m.tenant_id OPERATOR(pg_catalog.=) o.tenant_id
+       AND m.message_id OPERATOR(pg_catalog.=) o.message_id
+       AND m.status OPERATOR(pg_catalog.<>) 'failed'
+    RETURNING m.tenant_id, m.conversation_id, m.message_id)",
+    notify_status!("upd", "'failed'")
+);
+
+/// Meta refused the tenant's token (code 190): its queue is held (not retried into a storm)
+/// until it reconnects, the attempt that met the error is not counted, and the tenant moves
+/// to `action_required` (once).
+pub const HOLD_TENANT: &str = "
+WITH t AS (
+    SELECT t.tenant_id, t.state, t.events_channel FROM wa.tenants t
+     WHERE t.tenant_id OPERATOR(pg_catalog.=) $1::pg_catalog.uuid
+       FOR UPDATE),
+held AS (
+    UPDATE wa.outbox o
+       SET next_attempt_at = 'infinity'::pg_catalog.timestamptz,
+           attempts = GREATEST(o.attempts OPERATOR(pg_catalog.-) 1, 0),
+           last_error = $2::pg_catalog.jsonb
+     WHERE o.tenant_id OPERATOR(pg_catalog.=) $1::pg_catalog.uuid
+       AND o.failed_at IS NULL),
+moved AS (
+    UPDATE wa.tenants x
+       SET state = 'action_required', last_error = $2::pg_catalog.jsonb, updated_at = pg_catalog.now()
+      FROM t
+     WHERE x.tenant_id OPERATOR(pg_catalog.=) t.tenant_id
+       AND t.state OPERATOR(pg_catalog.<>) 'action_required'
+    RETURNING x.tenant_id),
+event AS (
+    INSERT INTO wa.account_events (tenant_id, kind, detail)
+    SELECT m.tenant_id, 'connection.token_rejected', $2::pg_catalog.jsonb FROM moved m)
+SELECT pg_catalog.count(pg_catalog.pg_notify(t.events_channel, pg_catalog.json_build_object(
+           'kind', 'connection.changed', 'state', 'action_required', 'tenant_id', t.tenant_id,
+           'conversation_id', NULL, 'message_id', NULL)::pg_catalog.text))
+  FROM moved m
+  JOIN t ON t.tenant_id OPERATOR(pg_catalog.=) m.tenant_id";
+
+/// An inbound media file downloaded: stored, the message points at it, the job goes.
+pub const MEDIA_STORED: &str = "
+WITH stored AS (
+    INSERT INTO wa.media (tenant_id, media_id, mime_type, sha256, size_bytes, content)
+    VALUES ($2::pg_catalog.uuid, $4, $5, $6, pg_catalog.length($7::pg_catalog.bytea), $7::pg_catalog.bytea)
+    ON CONFLICT (tenant_id, media_id) DO NOTHING),
+msg AS (
+    UPDATE wa.messages m
+       SET media = pg_catalog.jsonb_build_object('media_id', $4, 'mime_type', $5, 'sha256', $6,
+                                                 'size_bytes', pg_catalog.length($7::pg_catalog.bytea),
+                                                 'stored', true),
+           updated_at = pg_catalog.now()
+     WHERE m.tenant_id OPERATOR(pg_catalog.=) $2::pg_catalog.uuid
+       AND m.message_id OPERATOR(pg_catalog.=) $3::pg_catalog.uuid)
+DELETE FROM wa.outbox o
+ WHERE o.tenant_id OPERATOR(pg_catalog.=) $2::pg_catalog.uuid
+   AND o.outbox_id OPERATOR(pg_catalog.=) $1";
+
+/// An inbound media file that cannot be downloaded: the message says why, the job is failed.
+pub const MEDIA_FAILED: &str = "
+WITH msg AS (
+    UPDATE wa.messages m
+       SET media = COALESCE(m.media, '{}'::pg_catalog.jsonb) OPERATOR(pg_catalog.||)
+                   pg_catalog.jsonb_build_object('stored', false, 'error', $4::pg_catalog.jsonb),
+           updated_at = pg_catalog.now()
+     WHERE m.tenant_id OPERATOR(pg_catalog.=) $2::pg_catalog.uuid
+       AND m.message_id OPERATOR(pg_catalog.=) $3::pg_catalog.uuid)
+UPDATE wa.outbox o
+   SET failed_at = pg_catalog.now(), next_attempt_at = 'infinity'::pg_catalog.timestamptz,
+       last_error = $4::pg_catalog.jsonb
+ WHERE o.tenant_id OPERATOR(pg_catalog.=) $2::pg_catalog.uuid
+   AND o.outbox_id OPERATOR(pg_catalog.=) $1";
+
+/// Run by the backend that drops the worker's database (`dropdb.rs`): checks what
+/// PostgreSQL's dropdb checks before it would wait for, or end, other sessions.
+/// Written schema-qualified: it runs in the caller's session, under the caller's search_path.
+pub const DROP_WILL_PROCEED: &str = "
+SELECT NOT d.datistemplate
+   AND ($3 OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a
+                           WHERE a.datid OPERATOR(pg_catalog.=) d.oid
+                             AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
+                             AND a.pid OPERATOR(pg_catalog.<>) $2))
+   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts x
+                    WHERE x.database OPERATOR(pg_catalog.=) d.datname)
+   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots r
+                    WHERE r.datoid OPERATOR(pg_catalog.=) d.oid)
+   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s
+                    WHERE s.subdbid OPERATOR(pg_catalog.=) d.oid)
+  FROM pg_catalog.pg_database d
+ WHERE d.oid OPERATOR(pg_catalog.=) $1";
+
+/// Every statement above, by name, for the audit.
+#[cfg(test)]
+pub const ALL: &[(&str, &str)] = &[
+    ("CLAIM", CLAIM),
+    ("TOKEN", TOKEN),
+    ("RATES", RATES),
+    ("RELEASE", RELEASE),
+    ("HOLD_ROWS", HOLD_ROWS),
+    ("HEARTBEAT", HEARTBEAT),
+    ("SENT", SENT),
+    ("PENDING_STATUSES", PENDING_STATUSES),
+    ("DONE", DONE),
+    ("RETRY", RETRY),
+    ("FAILED", FAILED),
+    ("HOLD_TENANT", HOLD_TENANT),
+    ("MEDIA_STORED", MEDIA_STORED),
+    ("MEDIA_FAILED", MEDIA_FAILED),
+    ("DROP_WILL_PROCEED", DROP_WILL_PROCEED),
+];
+
+/// Settings the worker pins for its whole session right after it connects, over anything the
+/// database or a role set (`ALTER DATABASE … SET`): a hostile search_path, a read-only
+/// default, row security switched off, or timeouts that would make every write-back fail.
+pub const PINNED_SETTINGS: &[(&std::ffi::CStr, &std::ffi::CStr)] = &[
+    (c"search_path", c"pg_catalog, pg_temp"),
+    (c"row_security", c"on"),
+    (c"default_transaction_read_only", c"off"),
+    (c"default_transaction_isolation", c"read committed"),
+    (c"statement_timeout", c"0"),
+    (c"lock_timeout", c"0"),
+    (c"idle_in_transaction_session_timeout", c"0"),
+    (c"transform_null_equals", c"off"),
+    (c"plan_cache_mode", c"auto"),
+];
+
+#[cfg(test)]
+mod audit {
+    //! A small lexer-level audit of the worker's SQL (see the module comment).
+
+    /// Words after which `(` does not call a function.
+    const NOT_CALLS: &[&str] = &[
+        "AS",
+        "IN",
+        "ON",
+        "AND",
+        "OR",
+        "NOT",
+        "ALL",
+        "ANY",
+        "SOME",
+        "EXISTS",
+        "VALUES",
+        "FROM",
+        "JOIN",
+        "LATERAL",
+        "WHERE",
+        "SELECT",
+        "SET",
+        "THEN",
+        "ELSE",
+        "WHEN",
+        "OVER",
+        "FILTER",
+        "BY",
+        "LIMIT",
+        "USING",
+        "COALESCE",
+        "GREATEST",
+        "LEAST",
+        "OPERATOR",
+        "RETURNING",
+        "WITH",
+        "CONFLICT",
+        "INTO",
+        "CASE",
+        "ARRAY",
+        "ROW",
+        "OPX",
+    ];
+    /// Type names the grammar itself maps to pg_catalog (never looked up in the search path).
+    const KEYWORD_TYPES: &[&str] = &[
+        "bigint", "integer", "int", "smallint", "boolean", "interval", "numeric", "real",
+    ];
+    /// Constructs that resolve an operator by name through the search path.
+    const FORBIDDEN: &[&str] = &["IN", "DISTINCT", "NULLIF"];
+
+    /// The statement without string literals and comments (each replaced by a space).
+    fn strip(sql: &str) -> String {
+        let mut out = String::with_capacity(sql.len());
+        let mut chars = sql.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' => {
+                    while let Some(d) = chars.next() {
+                        if d == '\'' {
+                            if chars.peek() == Some(&'\'') {
+                                chars.next();
+                            } else {
+                                break;
+                            }
+                        }
+                    }
+                    out.push_str(" '' ");
+                }
+                '-' if chars.peek() == Some(&'-') => {
+                    for d in chars.by_ref() {
+                        if d == '\n' {
+                            break;
+                        }
+                    }
+                    out.push(' ');
+                }
+                _ => out.push(c),
+            }
+        }
+        out
+    }
+
+    /// What is wrong with `sql`, one line per problem.
+    pub fn problems(sql: &str) -> Vec<String> {
+        let text = strip(sql);
+        let mut problems = Vec::new();
+        // unnest(a, b) exists only as grammar sugar for the unqualified name.
+        for (i, _) in text.match_indices("unnest(") {
+            let mut depth = 0;
+            for c in text[i + "unnest".len()..].chars() {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    ',' if depth == 1 => {
+                        problems.push("unnest with several arguments is never qualified".into());
+                        break;
+                    }
+                    _ => {}
+                }
+                if depth == 0 {
+                    break;
+                }
+            }
+        }
+        // OPERATOR(schema.op) is the qualified form: drop it after checking the schema.
+        let mut rest = String::with_capacity(text.len());
+        let mut s = text.as_str();
+        while let Some(i) = s.find("OPERATOR(") {
+            rest.push_str(&s[..i]);
+            let after = &s[i + "OPERATOR(".len()..];
+            let end = after.find(')').unwrap_or(after.len());
+            if !after[..end].starts_with("pg_catalog.") {
+                problems.push(format!("operator not in pg_catalog: {}", &after[..end]));
+            }
+            rest.push_str(" OPX ");
+            s = &after[(end + 1).min(after.len())..];
+        }
+        rest.push_str(s);
+        // Tokens: words (with dots), and single punctuation characters.
+        let bytes = rest.as_bytes();
+        let mut tokens: Vec<String> = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            let c = bytes[i] as char;
+            if c.is_ascii_alphanumeric() || c == '_' || c == '$' || c == '.' {
+                let start = i;
+                while i < bytes.len() {
+                    let d = bytes[i] as char;
+                    if d.is_ascii_alphanumeric() || d == '_' || d == '$' || d == '.' {
+                        i += 1;
+                    } else {
+                        break;
+                    }
+                }
+                tokens.push(rest[start..i].to_string());
+            } else if c.is_whitespace() {
+                i += 1;
+            } else if c == ':' && bytes.get(i + 1) == Some(&b':') {
+                tokens.push("::".into());
+                i += 2;
+            } else {
+                tokens.push(c.to_string());
+                i += 1;
+            }
+        }
+        for (k, t) in tokens.iter().enumerate() {
+            let prev = if k > 0 { tokens[k - 1].as_str() } else { "" };
+            let next = tokens.get(k + 1).map(String::as_str).unwrap_or("");
+            let upper = t.to_ascii_uppercase();
+            if FORBIDDEN.contains(&upper.as_str()) && t.chars().all(|c| c.is_ascii_uppercase()) {
+                problems.push(format!("{t} resolves an operator through the search path"));
+            }
+            match t.as_str() {
+                "(" => {
+                    // A call: the word before must be qualified, a keyword, or an alias.
+                    let callee = prev;
+                    let is_word = callee
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+                    let before = if k > 1 { tokens[k - 2].as_str() } else { "" };
+                    if is_word
+                        && !callee.contains('.')
+                        && !NOT_CALLS.contains(&callee.to_ascii_uppercase().as_str())
+                        && !before.eq_ignore_ascii_case("AS")
+                        && !before.eq_ignore_ascii_case("INTO")
+                    {
+                        problems.push(format!("unqualified call of {callee}()"));
+                    }
+                }
+                "::" => {
+                    let qualified = next.starts_with("pg_catalog.");
+                    if !qualified && !KEYWORD_TYPES.contains(&next) {
+                        problems.push(format!("cast to unqualified type {next}"));
+                    }
+                }
+                "=" | "<" | ">" | "+" | "-" | "/" | "|" | "~" | "!" | "@" | "#" | "%" | "^"
+                | "&" | "?" => {
+                    // `SET x = …` and `DO UPDATE SET x = …` assign, they compare nothing.
+                    let assignment = t == "=" && k >= 2 && {
+                        let mut j = k - 1;
+                        // walk back over the target `x` or `s.x`
+                        let target = &tokens[j];
+                        let ok = target
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+                        if ok {
+                            j -= 1;
+                        }
+                        ok && (tokens[j].eq_ignore_ascii_case("SET") || tokens[j] == ",")
+                            && is_in_set_clause(&tokens, j)
+                    };
+                    if !assignment {
+                        problems.push(format!("unqualified operator {t} near {prev} {t} {next}"));
+                    }
+                }
+                // `*` in `count(*)`, `SELECT *`, `x.*` is no operator.
+                "*" if !(prev == "("
+                    || prev.eq_ignore_ascii_case("SELECT")
+                    || prev.ends_with('.')) =>
+                {
+                    problems.push(format!("unqualified operator * near {prev} * {next}"));
+                }
+                _ => {}
+            }
+        }
+        problems
+    }
+
+    /// Whether the `,` or `SET` at `j` lies in the SET list of an UPDATE (after the last SET
+    /// and before any FROM/WHERE/RETURNING).
+    fn is_in_set_clause(tokens: &[String], j: usize) -> bool {
+        let mut depth = 0i32;
+        for t in tokens[..=j].iter().rev() {
+            match t.to_ascii_uppercase().as_str() {
+                ")" => depth += 1,
+                "(" => depth -= 1,
+                "SET" if depth <= 0 => return true,
+                "FROM" | "WHERE" | "RETURNING" | "SELECT" | "VALUES" if depth <= 0 => {
+                    return false;
+                }
+                _ => {}
+            }
+        }
+        false
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::problems;
+
+        #[test]
+        fn every_worker_statement_is_schema_qualified() {
+            for (name, sql) in super::super::ALL {
+                let found = problems(sql);
+                assert!(found.is_empty(), "{name}: {found:#?}");
+            }
+        }
+
+        #[test]
+        fn the_audit_finds_what_it_is_for() {
+            for (sql, what) in [
+                ("SELECT now()", "unqualified call"),
+                ("SELECT a FROM t WHERE a = 1", "unqualified operator ="),
+                ("SELECT x::uuid", "cast to unqualified type"),
+                ("SELECT a FROM t WHERE a IN (1, 2)", "IN resolves"),
+                ("SELECT a IS DISTINCT FROM b", "DISTINCT resolves"),
+                ("SELECT a OPERATOR(evil.=) b", "operator not in pg_catalog"),
+                ("SELECT a || b", "unqualified operator |"),
+                ("SELECT 2 * 3", "unqualified operator *"),
+                ("SELECT j ->> 'k'", "unqualified operator -"),
+                (
+                    "SELECT * FROM pg_catalog.unnest($1, $2)",
+                    "unnest with several arguments",
+                ),
+            ] {
+                let found = problems(sql);
+                assert!(
+                    found.iter().any(|p| p.contains(what)),
+                    "{sql}: expected {what:?}, found {found:?}"
+                );
+            }
+            for sql in [
+                "UPDATE wa.t SET a = pg_catalog.now(), b = 1 WHERE c OPERATOR(pg_catalog.=) 2",
+                "SELECT pg_catalog.count(*) FROM wa.t AS s(a, b)",
+                "SELECT 'a = b -- IN (x)' -- now()\n",
+                "SELECT x::pg_catalog.int8[], interval '1 second', y::bigint",
+            ] {
+                assert_eq!(problems(sql), Vec::<String>::new(), "{sql}");
+            }
+        }
+    }
+}
