@@ -196,6 +196,9 @@ CREATE TABLE wa.messages (
                             ('queued', 'sent', 'delivered', 'read', 'played', 'failed',
                              'received', 'deleted')),
     wamid                text,
+    -- Further wamids Meta gave the same message (it was sent twice: an unknown outcome
+    -- retried, or in flight at a crash); their statuses apply to this row too.
+    extra_wamids         text[],
     idempotency_key      text CHECK (pg_catalog.length(idempotency_key) BETWEEN 1 AND 200),
     context_wamid        text,
     error                jsonb,
@@ -236,11 +239,21 @@ CREATE TABLE wa.outbox (
     next_attempt_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     failed_at            timestamptz,
     last_error           jsonb,
+    -- The claim that leased the row (NULL when none): every write-back is conditional on it,
+    -- so a stale claim never overwrites a newer one or a hold.
+    claim_id             bigint,
+    -- Set when a send's outcome was unknown (a timeout after the request went out, a worker
+    -- that died): the row waits for Meta's status webhook before it is sent again.
+    outcome_unknown_at   timestamptz,
     created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (tenant_id, outbox_id),
     FOREIGN KEY (tenant_id, message_id) REFERENCES wa.messages ON DELETE CASCADE
 );
 CREATE INDEX outbox_due_idx ON wa.outbox (next_attempt_at, outbox_id);
+-- Messages to one customer from one number go out in the order they were enqueued: a claim
+-- looks for an earlier message still waiting.
+CREATE INDEX outbox_recipient_idx ON wa.outbox (tenant_id, phone_number_id, recipient, outbox_id)
+    WHERE kind = 'message' AND failed_at IS NULL;
 
 -- Inbound media downloaded by the worker (Meta's media URLs expire within minutes).
 CREATE TABLE wa.media (
@@ -269,7 +282,10 @@ CREATE TABLE wa.worker_state (
     last_error_at        timestamptz,
     rate_limits          jsonb NOT NULL DEFAULT '{}',
     -- What sending is held back for, by the operator's side (a key file problem), or NULL.
-    paused               jsonb
+    paused               jsonb,
+    unknown              bigint NOT NULL DEFAULT 0,
+    duplicates           bigint NOT NULL DEFAULT 0,
+    unrecorded           integer NOT NULL DEFAULT 0
 );
 
 -- Statuses that arrived before the message they describe was known; applied when it is.

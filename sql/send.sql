@@ -183,11 +183,16 @@ BEGIN ATOMIC
         'last_error', s.last_error,
         'last_error_at', s.last_error_at,
         'rate_limits', COALESCE(s.rate_limits, '{}'::jsonb),
-        'paused', s.paused)
+        'paused', s.paused,
+        'unknown_outcomes', COALESCE(s.unknown, 0),
+        'duplicates', COALESCE(s.duplicates, 0),
+        'unrecorded', COALESCE(s.unrecorded, 0),
+        'unknown_in_queue', q.unknown)
       FROM (SELECT count(*) FILTER (WHERE o.next_attempt_at OPERATOR(pg_catalog.<) 'infinity'::timestamptz) AS depth,
                    count(*) FILTER (WHERE o.next_attempt_at OPERATOR(pg_catalog.<=) now()) AS due,
                    count(*) FILTER (WHERE o.failed_at IS NULL AND o.next_attempt_at OPERATOR(pg_catalog.=) 'infinity'::timestamptz) AS held,
-                   count(*) FILTER (WHERE o.failed_at IS NOT NULL) AS failed
+                   count(*) FILTER (WHERE o.failed_at IS NOT NULL) AS failed,
+                   count(*) FILTER (WHERE o.outcome_unknown_at IS NOT NULL AND o.failed_at IS NULL) AS unknown
               FROM wa.outbox o) q
       LEFT JOIN wa.worker_state s ON true;
 END;

@@ -18,6 +18,7 @@ pub static RATE_LIMIT_PER_NUMBER: GucSetting<i32> = GucSetting::<i32>::new(80);
 pub static HTTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(15_000);
 pub static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(10);
 pub static MEDIA_MAX_BYTES: GucSetting<i32> = GucSetting::<i32>::new(100 * 1024 * 1024);
+pub static OUTCOME_GRACE_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 
 pub fn register() {
     GucRegistry::define_string_guc(
@@ -109,6 +110,13 @@ pub fn register() {
         &MEDIA_MAX_BYTES,
         1024,
         i32::MAX,
+    );
+    int(
+        c"wa.outcome_grace_ms",
+        c"How long a send whose outcome is unknown waits for Meta's status webhook before it is sent again.",
+        &OUTCOME_GRACE_MS,
+        0,
+        86_400_000,
     );
     // Makes `SET wa.typo = ...` an error instead of a silently ignored placeholder.
     #[cfg(any(feature = "pg15", feature = "pg16", feature = "pg17", feature = "pg18"))]

@@ -38,6 +38,10 @@ pub struct Job {
     pub attempts: i32,
     pub token: Arc<Secret>,
     pub media_max_bytes: u64,
+    /// The claim that leased this row: every write-back is conditional on it.
+    pub claim: i64,
+    /// The last moment this job may start: its lease must outlast the request's timeouts.
+    pub deadline: Instant,
 }
 
 pub enum Outcome {
@@ -50,11 +54,15 @@ pub enum Outcome {
         sha256: Option<String>,
     },
     Failed(ApiError),
+    /// Not sent: the lease was about to run out before an HTTP thread was free.
+    Expired,
 }
 
 pub struct Done {
     pub job: Job,
     pub outcome: Outcome,
+    /// How long the request took (zero when none was made).
+    pub elapsed: Duration,
 }
 
 fn run(client: &GraphClient, job: &Job) -> Outcome {
@@ -192,8 +200,20 @@ fn serve(shared: &Shared, client: &GraphClient, done: &Sender<Done>) {
         let State { waiting, pacer, .. } = &mut *state;
         if let Some(job) = waiting.take_due(pacer, now) {
             drop(state);
-            let outcome = run(client, &job);
-            if done.send(Done { job, outcome }).is_err() {
+            let started = Instant::now();
+            let (outcome, elapsed) = if job.deadline <= started {
+                (Outcome::Expired, Duration::ZERO)
+            } else {
+                (run(client, &job), started.elapsed())
+            };
+            if done
+                .send(Done {
+                    job,
+                    outcome,
+                    elapsed,
+                })
+                .is_err()
+            {
                 return;
             }
             state = lock(shared);
@@ -258,6 +278,30 @@ impl Pool {
         }
         drop(state);
         self.shared.wake.notify_all();
+    }
+
+    /// The jobs waiting for an HTTP thread whose deadline comes before `before`: outbox id,
+    /// tenant, claim.
+    pub fn expiring(&self, before: Instant) -> Vec<(i64, String, i64)> {
+        let state = lock(&self.shared);
+        state
+            .waiting
+            .lanes
+            .values()
+            .flatten()
+            .filter(|s| s.job.deadline < before)
+            .map(|s| (s.job.outbox_id, s.job.tenant.clone(), s.job.claim))
+            .collect()
+    }
+
+    /// Moves the deadline of the waiting jobs whose leases were renewed.
+    pub fn extend(&self, renewed: &std::collections::HashSet<i64>, deadline: Instant) {
+        let mut state = lock(&self.shared);
+        for s in state.waiting.lanes.values_mut().flatten() {
+            if renewed.contains(&s.job.outbox_id) {
+                s.job.deadline = deadline;
+            }
+        }
     }
 
     /// Runs `f` with the pacer (claim budgets, rates, throttling, snapshots).

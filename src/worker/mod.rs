@@ -56,6 +56,7 @@ struct Settings {
     max_attempts: i32,
     rate: f64,
     media_max_bytes: u64,
+    grace_secs: f64,
 }
 
 impl Settings {
@@ -70,6 +71,7 @@ impl Settings {
             max_attempts: guc::MAX_ATTEMPTS.get().max(1),
             rate: guc::RATE_LIMIT_PER_NUMBER.get().max(1) as f64,
             media_max_bytes: guc::MEDIA_MAX_BYTES.get().max(1024) as u64,
+            grace_secs: f64::from(guc::OUTCOME_GRACE_MS.get().max(0)) / 1000.0,
         }
     }
 
@@ -82,10 +84,35 @@ impl Settings {
         )
     }
 
-    /// How long a claim is leased: long enough for every attempt's phases to time out.
+    /// How long a claim is leased (and renewed for while a job waits for an HTTP thread).
     fn lease_secs(&self) -> f64 {
-        (self.timeout.as_secs_f64() * 4.0).max(30.0)
+        (self.timeout.as_secs_f64() * 6.0).max(60.0)
     }
+
+    /// How much of its lease a job must have left to be sent: every phase of the request may
+    /// run to its timeout, and the outcome must still be recorded before the lease runs out.
+    fn start_margin(&self) -> Duration {
+        self.timeout * 3 + Duration::from_secs(2)
+    }
+
+    /// How long after its claim (or renewal) a job may still start.
+    fn start_window(&self) -> Duration {
+        Duration::from_secs_f64(self.lease_secs()).saturating_sub(self.start_margin())
+    }
+}
+
+/// A random, positive claim id: write-backs and releases are conditional on it.
+fn new_claim_id() -> i64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        // No randomness: the time still makes ids distinct from any earlier claim.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        b = t.to_le_bytes();
+    }
+    (u64::from_le_bytes(b) >> 1).max(1) as i64
 }
 
 /// What a claim hands to the HTTP threads, and key problems it met (to log once each).
@@ -93,6 +120,8 @@ impl Settings {
 struct Claimed {
     jobs: Vec<Job>,
     reports: Vec<String>,
+    /// Rows found orphaned by a worker that died, held as unknown outcomes.
+    unknown: i64,
 }
 
 /// Outbox rows by id and tenant, as the set-based statements take them.
@@ -105,6 +134,8 @@ pub struct Stats {
     pub failed: i64,
     pub retried: i64,
     pub media: i64,
+    pub unknown: i64,
+    pub duplicates: i64,
     pub last_error: Option<serde_json::Value>,
     dirty: bool,
 }
@@ -128,6 +159,15 @@ struct Worker {
     started: bool,
     /// The key pause last written to wa.worker_state (a change is written at once).
     published_pause: Option<serde_json::Value>,
+    /// Outcomes a write-back could not record (a lock timeout, a deadlock): kept, never
+    /// dropped, and recorded again after a short wait. Their rows are not claimed meanwhile.
+    unrecorded: Vec<Done>,
+    unrecorded_retry: Option<Instant>,
+    unrecorded_failures: u32,
+    /// Average request duration (seconds): bounds what is claimed to what can be sent well
+    /// within a lease.
+    latency: f64,
+    leases_checked: Instant,
 }
 
 #[pg_guard]
@@ -175,6 +215,11 @@ pub extern "C-unwind" fn wa_worker_main(_arg: pg_sys::Datum) {
         flushed: Instant::now(),
         started: false,
         published_pause: None,
+        unrecorded: Vec::new(),
+        unrecorded_retry: None,
+        unrecorded_failures: 0,
+        latency: 0.05,
+        leases_checked: Instant::now(),
     };
     worker.run();
     wake::publish_worker_pid(0);
@@ -212,8 +257,9 @@ impl Worker {
                 unsafe { pg_sys::ResetLatch(pg_sys::MyLatch) };
                 self.paced_until = None;
             }
-            let claimed = if self.in_flight * 2 <= self.settings.batch {
-                self.claim(self.settings.batch - self.in_flight)
+            let limit = self.max_in_flight();
+            let claimed = if self.in_flight * 2 <= limit {
+                self.claim(limit - self.in_flight)
             } else {
                 0
             };
@@ -227,6 +273,9 @@ impl Worker {
                 finished.extend(self.pool.results.try_iter());
             }
             if !finished.is_empty() {
+                for d in finished.iter().filter(|d| !d.elapsed.is_zero()) {
+                    self.latency = 0.9 * self.latency + 0.1 * d.elapsed.as_secs_f64();
+                }
                 self.in_flight -= finished.len().min(self.in_flight);
                 self.finished.extend(finished);
                 self.finished_since.get_or_insert_with(Instant::now);
@@ -242,6 +291,13 @@ impl Worker {
             {
                 self.flush_finished();
             }
+            if !self.unrecorded.is_empty()
+                && self.unrecorded_retry.is_none_or(|t| Instant::now() >= t)
+            {
+                let again = std::mem::take(&mut self.unrecorded);
+                self.write_back(again);
+            }
+            self.renew_leases();
             self.flush_stats(false);
             if claimed == 0 && self.in_flight == 0 {
                 // Nothing in flight: sleep until woken by a commit, a number's next opening,
@@ -264,6 +320,63 @@ impl Worker {
             }
         }
         self.drain();
+    }
+
+    /// How many claimed jobs may wait in memory: no more than the HTTP threads can send in
+    /// half a start window at the observed request duration (so that a slow Graph API does
+    /// not leave claimed rows waiting until their lease runs out), and never more than a batch.
+    fn max_in_flight(&self) -> usize {
+        let window = self.settings.start_window().as_secs_f64() / 2.0;
+        let sendable =
+            (self.settings.concurrency as f64 * window / self.latency.max(0.001)) as usize;
+        sendable
+            .max(self.settings.concurrency)
+            .min(self.settings.batch)
+    }
+
+    /// Renews the leases of claimed jobs that still wait for an HTTP thread and would soon
+    /// be too close to their lease's end to be sent; a job whose row was held or claimed anew
+    /// meanwhile keeps its deadline and is put back unsent when it comes up.
+    fn renew_leases(&mut self) {
+        if self.leases_checked.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.leases_checked = Instant::now();
+        let window = self.settings.start_window();
+        let expiring = self.pool.expiring(Instant::now() + window / 2);
+        if expiring.is_empty() {
+            return;
+        }
+        let lease = self.settings.lease_secs();
+        let started = Instant::now();
+        let mut ids = Vec::with_capacity(expiring.len());
+        let mut tenants = Vec::with_capacity(expiring.len());
+        let mut claims = Vec::with_capacity(expiring.len());
+        for (id, tenant, claim) in expiring {
+            ids.push(id);
+            tenants.push(tenant);
+            claims.push(claim);
+        }
+        let renewed = txn::run_ok(std::panic::AssertUnwindSafe(|| {
+            Spi::connect_mut(|client| {
+                let rows = client.update(
+                    sql::RENEW,
+                    None,
+                    &[ids.into(), tenants.into(), lease.into(), claims.into()],
+                )?;
+                let mut renewed = std::collections::HashSet::new();
+                for row in rows {
+                    if let Some(id) = row.get::<i64>(1)? {
+                        renewed.insert(id);
+                    }
+                }
+                Ok::<_, pgrx::spi::SpiError>(renewed)
+            })
+        }));
+        match renewed {
+            Ok(renewed) => self.pool.extend(&renewed, started + window),
+            Err(e) => self.note_error("lease renewal", &e),
+        }
     }
 
     fn flush_finished(&mut self) {
@@ -313,14 +426,24 @@ impl Worker {
         self.in_flight -= (waiting.len() + done.len()).min(self.in_flight);
         self.finished.extend(done);
         self.flush_finished();
-        let waiting: Vec<(i64, String)> = waiting
-            .into_iter()
-            .map(|job| (job.outbox_id, job.tenant))
-            .collect();
+        if !self.unrecorded.is_empty() {
+            let again = std::mem::take(&mut self.unrecorded);
+            self.write_back(again);
+        }
         if !waiting.is_empty() {
-            let (ids, tenants): (Vec<i64>, Vec<String>) = waiting.into_iter().unzip();
+            let mut ids = Vec::with_capacity(waiting.len());
+            let mut tenants = Vec::with_capacity(waiting.len());
+            let mut claims = Vec::with_capacity(waiting.len());
+            for job in waiting {
+                ids.push(job.outbox_id);
+                tenants.push(job.tenant);
+                claims.push(job.claim);
+            }
             let _ = txn::run_ok(std::panic::AssertUnwindSafe(|| {
-                Spi::run_with_args(sql::RELEASE, &[ids.into(), tenants.into(), 0.0f64.into()])
+                Spi::run_with_args(
+                    sql::RELEASE,
+                    &[ids.into(), tenants.into(), 0.0f64.into(), claims.into()],
+                )
             }));
         }
         self.flush_stats(true);
@@ -381,6 +504,10 @@ impl Worker {
             (a, b, c, p.default_budget())
         });
         let blocked = self.tokens.blocked();
+        let held: Vec<i64> = self.unrecorded.iter().map(|d| d.job.outbox_id).collect();
+        let claim_id = new_claim_id();
+        let deadline = Instant::now() + self.settings.start_window();
+        let grace = self.settings.grace_secs;
         let lease = self.settings.lease_secs();
         let media_max = self.settings.media_max_bytes;
         let tokens = &mut self.tokens;
@@ -392,13 +519,15 @@ impl Worker {
                     .cloned()
                     .zip(budgets.iter().map(|b| serde_json::Value::from(*b)))
                     .collect();
-                let args: [pgrx::datum::DatumWithOid<'_>; 6] = [
+                let args: [pgrx::datum::DatumWithOid<'_>; 8] = [
                     (capacity as i64).into(),
                     exhausted.clone().into(),
                     pgrx::JsonB(serde_json::Value::Object(budgets)).into(),
                     default_budget.into(),
                     lease.into(),
                     blocked.clone().into(),
+                    held.clone().into(),
+                    claim_id.into(),
                 ];
                 let _nested =
                     crate::plans::GenericPlans::with(&crate::plans::NESTED_LOOP_PLAN_SETTINGS);
@@ -419,6 +548,7 @@ impl Worker {
                                 payload: row.get::<String>(7)?.unwrap_or_default(),
                                 attempts: row.get::<i32>(8)?.unwrap_or_default(),
                                 version: row.get::<String>(9)?.unwrap_or_default(),
+                                orphan: row.get::<bool>(10)?.unwrap_or(false),
                             });
                         }
                         Ok(raw)
@@ -427,11 +557,18 @@ impl Worker {
                 let mut claim = Claimed::default();
                 // Rows whose token does not open go back unsent; rows of a tenant without a
                 // token wait for it to be connected again.
-                let (mut release, mut hold): (Rows, Rows) = Default::default();
+                let (mut release, mut hold, mut orphans): (Rows, Rows, Rows) = Default::default();
                 for r in raw {
                     let Some(kind) = Kind::parse(&r.kind) else {
                         continue;
                     };
+                    if r.orphan && kind == Kind::Message {
+                        // An earlier claim never reported back (the worker died): Meta may
+                        // have the message. Wait for its status webhook before sending again.
+                        orphans.0.push(r.outbox_id);
+                        orphans.1.push(r.tenant);
+                        continue;
+                    }
                     let token = match tokens.get(&r.tenant, &r.version) {
                         Ok(token) => token,
                         Err(tokens::TokenError::Key { key_id, reason }) => {
@@ -458,12 +595,41 @@ impl Worker {
                         attempts: r.attempts,
                         token,
                         media_max_bytes: media_max,
+                        claim: claim_id,
+                        deadline,
                     });
                 }
+                if !orphans.0.is_empty() {
+                    claim.unknown = orphans.0.len() as i64;
+                    let n = orphans.0.len();
+                    let error = serde_json::json!({
+                        "title": "outcome unknown",
+                        "details": "The worker stopped while this message was in flight."
+                    });
+                    let errors: Vec<pgrx::JsonB> =
+                        (0..n).map(|_| pgrx::JsonB(error.clone())).collect();
+                    Spi::run_with_args(
+                        sql::UNKNOWN,
+                        &[
+                            orphans.0.into(),
+                            orphans.1.into(),
+                            grace.into(),
+                            vec![claim_id; n].into(),
+                            vec![1i32; n].into(),
+                            errors.into(),
+                        ],
+                    )?;
+                }
                 if !release.0.is_empty() {
+                    let claims = vec![claim_id; release.0.len()];
                     Spi::run_with_args(
                         sql::RELEASE,
-                        &[release.0.into(), release.1.into(), 5.0f64.into()],
+                        &[
+                            release.0.into(),
+                            release.1.into(),
+                            5.0f64.into(),
+                            claims.into(),
+                        ],
                     )?;
                 }
                 if !hold.0.is_empty() {
@@ -471,9 +637,15 @@ impl Worker {
                         "title": "no business token",
                         "details": "No business token is stored for this tenant; its messages wait until it is connected again."
                     });
+                    let claims = vec![claim_id; hold.0.len()];
                     Spi::run_with_args(
                         sql::HOLD_ROWS,
-                        &[hold.0.into(), hold.1.into(), pgrx::JsonB(reason).into()],
+                        &[
+                            hold.0.into(),
+                            hold.1.into(),
+                            pgrx::JsonB(reason).into(),
+                            claims.into(),
+                        ],
                     )?;
                 }
                 Ok(claim)
@@ -489,6 +661,10 @@ impl Worker {
         };
         for line in &claim.reports {
             self.note_error("key", line);
+        }
+        if claim.unknown > 0 {
+            self.stats.unknown += claim.unknown;
+            self.stats.dirty = true;
         }
         if !claim.reports.is_empty() || !blocked.is_empty() {
             self.stats.dirty = true;
@@ -513,10 +689,11 @@ impl Worker {
         if done.is_empty() {
             return;
         }
-        let max_attempts = self.settings.max_attempts;
-        let result = writeback::record(done, max_attempts);
-        match result {
+        let (max_attempts, grace) = (self.settings.max_attempts, self.settings.grace_secs);
+        match writeback::record(&done, max_attempts, grace) {
             Ok(counts) => {
+                self.unrecorded_failures = 0;
+                self.unrecorded_retry = None;
                 if !counts.throttled.is_empty() {
                     self.pool.with_pacer(|p| {
                         for phone in &counts.throttled {
@@ -528,6 +705,8 @@ impl Worker {
                 self.stats.failed += counts.failed;
                 self.stats.retried += counts.retried;
                 self.stats.media += counts.media;
+                self.stats.unknown += counts.unknown;
+                self.stats.duplicates += counts.duplicates;
                 if let Some(e) = counts.last_error {
                     self.stats.last_error = Some(e);
                 }
@@ -536,7 +715,15 @@ impl Worker {
                 }
                 self.stats.dirty = true;
             }
-            Err(e) => self.note_error("write-back", &e),
+            Err(e) => {
+                // Nothing of the batch was recorded: keep every outcome (sends Meta accepted
+                // included) and record them again shortly.
+                self.note_error("write-back", &e);
+                self.unrecorded_failures = (self.unrecorded_failures + 1).min(6);
+                let wait = Duration::from_millis(100 << self.unrecorded_failures);
+                self.unrecorded_retry = Some(Instant::now() + wait);
+                self.unrecorded.extend(done);
+            }
         }
     }
 
@@ -560,6 +747,8 @@ impl Worker {
         let s = &self.stats;
         let (sent, failed, retried, media, error) =
             (s.sent, s.failed, s.retried, s.media, s.last_error.clone());
+        let (unknown, duplicates) = (s.unknown, s.duplicates);
+        let unrecorded = self.unrecorded.len() as i32;
         let first = !self.started;
         let published = paused.clone();
         let ok = txn::run_ok(std::panic::AssertUnwindSafe(|| {
@@ -574,6 +763,9 @@ impl Worker {
                     pgrx::JsonB(snapshot).into(),
                     first.into(),
                     paused.map(pgrx::JsonB).into(),
+                    unknown.into(),
+                    duplicates.into(),
+                    unrecorded.into(),
                 ],
             )
         }));
@@ -600,6 +792,7 @@ struct ClaimedRow {
     payload: String,
     attempts: i32,
     version: String,
+    orphan: bool,
 }
 
 const CLAIM_TYPES: &[pgrx::pg_sys::PgOid] = &[
@@ -609,4 +802,6 @@ const CLAIM_TYPES: &[pgrx::pg_sys::PgOid] = &[
     crate::plans::INT4,
     crate::plans::FLOAT8,
     crate::plans::TEXT_ARRAY,
+    crate::plans::INT8_ARRAY,
+    crate::plans::INT8,
 ];

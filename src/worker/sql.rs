@@ -16,27 +16,42 @@
 //! `wa._apply_status`) pin their own search_path and are qualified the same way.
 
 /// Claims due outbox rows, at most `$1`, at most `$4` (or the number's budget in the `$3`
-/// object) per number, none for the exhausted numbers `$2` or the tenants `$6` whose token
-/// cannot be decrypted now, and leases them for `$5` seconds. Returns each row with the
-/// version of its tenant's token (the credential's `updated_at`).
+/// object) per number, none for the exhausted numbers `$2`, the tenants `$6` whose token
+/// cannot be decrypted now or the rows `$7` whose outcome the worker still holds, and leases
+/// them for `$5` seconds under the claim id `$8`. A message waits while an earlier message
+/// of the same number to the same customer is still in the outbox (not failed), so that each
+/// customer gets them in the order they were enqueued, retries included. Returns each row
+/// with the version of its tenant's token (the credential's `updated_at`) and whether an
+/// earlier claim of it never reported back (the worker died while it was in flight).
 ///
 /// It runs with `plans::NESTED_LOOP_PLAN_SETTINGS`: the picked rows are updated by primary-key
 /// probes (left to choose, the planner hash-joined them with a scan of the whole outbox, 61 ms
 /// a claim with 100,000 rows queued), and the budgets are a jsonb lookup rather than a join.
 pub const CLAIM: &str = "
 WITH due AS (
-    SELECT o.tenant_id, o.outbox_id, o.phone_number_id,
+    SELECT o.tenant_id, o.outbox_id, o.phone_number_id, o.old_claim,
            pg_catalog.row_number() OVER (PARTITION BY o.phone_number_id
                                          ORDER BY o.next_attempt_at, o.outbox_id) AS rn
-      FROM (SELECT o.tenant_id, o.outbox_id, o.phone_number_id, o.next_attempt_at
+      FROM (SELECT o.tenant_id, o.outbox_id, o.phone_number_id, o.next_attempt_at,
+                   o.claim_id AS old_claim
               FROM wa.outbox o
              WHERE o.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()
                AND o.phone_number_id OPERATOR(pg_catalog.<>) ALL ($2::pg_catalog.text[])
                AND o.tenant_id OPERATOR(pg_catalog.<>) ALL ($6::pg_catalog.uuid[])
+               AND o.outbox_id OPERATOR(pg_catalog.<>) ALL ($7::pg_catalog.int8[])
+               AND NOT EXISTS (
+                   SELECT 1 FROM wa.outbox e
+                    WHERE o.kind OPERATOR(pg_catalog.=) 'message'
+                      AND e.tenant_id OPERATOR(pg_catalog.=) o.tenant_id
+                      AND e.phone_number_id OPERATOR(pg_catalog.=) o.phone_number_id
+                      AND e.recipient OPERATOR(pg_catalog.=) o.recipient
+                      AND e.kind OPERATOR(pg_catalog.=) 'message'
+                      AND e.failed_at IS NULL
+                      AND e.outbox_id OPERATOR(pg_catalog.<) o.outbox_id)
              ORDER BY o.next_attempt_at, o.outbox_id
              LIMIT ($1 OPERATOR(pg_catalog.*) 2)) o
 ), pick AS (
-    SELECT d.tenant_id, d.outbox_id
+    SELECT d.tenant_id, d.outbox_id, d.old_claim
       FROM due d
      WHERE d.rn OPERATOR(pg_catalog.<=)
            COALESCE(($3 OPERATOR(pg_catalog.->>) d.phone_number_id)::pg_catalog.int4, $4)
@@ -45,7 +60,8 @@ WITH due AS (
 )
 UPDATE wa.outbox o
    SET next_attempt_at = pg_catalog.now() OPERATOR(pg_catalog.+) ($5 OPERATOR(pg_catalog.*) interval '1 second'),
-       attempts = o.attempts OPERATOR(pg_catalog.+) 1
+       attempts = o.attempts OPERATOR(pg_catalog.+) 1,
+       claim_id = $8
   FROM pick p
  WHERE o.tenant_id OPERATOR(pg_catalog.=) p.tenant_id
    AND o.outbox_id OPERATOR(pg_catalog.=) p.outbox_id
@@ -54,7 +70,8 @@ RETURNING o.outbox_id, o.tenant_id::pg_catalog.text, o.kind, o.message_id::pg_ca
           o.phone_number_id, o.recipient, o.payload, o.attempts,
           COALESCE((SELECT c.updated_at::pg_catalog.text FROM wa.credentials c
                      WHERE c.tenant_id OPERATOR(pg_catalog.=) o.tenant_id
-                       AND c.kind OPERATOR(pg_catalog.=) 'business_token'), '')";
+                       AND c.kind OPERATOR(pg_catalog.=) 'business_token'), ''),
+          p.old_claim IS NOT NULL";
 
 /// A tenant's encrypted business token and the key id it is stored under.
 pub const TOKEN: &str = "
@@ -72,35 +89,76 @@ SELECT p.phone_number_id,
  WHERE p.rate_limit_per_sec IS NOT NULL
     OR p.throughput_level OPERATOR(pg_catalog.=) 'HIGH'";
 
-/// Claimed rows put back unsent (`$3` seconds from now), their attempt not counted.
+/// Claimed rows put back unsent (`$3` seconds from now), their attempt not counted, unless a
+/// newer claim or a hold took them meanwhile (claims `$4`).
 pub const RELEASE: &str = "
 UPDATE wa.outbox o
    SET next_attempt_at = pg_catalog.now() OPERATOR(pg_catalog.+) ($3 OPERATOR(pg_catalog.*) interval '1 second'),
-       attempts = GREATEST(o.attempts OPERATOR(pg_catalog.-) 1, 0)
+       attempts = GREATEST(o.attempts OPERATOR(pg_catalog.-) 1, 0),
+       claim_id = NULL
   FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),
-                   pg_catalog.unnest($2::pg_catalog.uuid[])) AS s(outbox_id, tenant_id)
+                   pg_catalog.unnest($2::pg_catalog.uuid[]),
+                   pg_catalog.unnest($4::pg_catalog.int8[])) AS s(outbox_id, tenant_id, claim)
  WHERE o.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
-   AND o.outbox_id OPERATOR(pg_catalog.=) s.outbox_id";
+   AND o.outbox_id OPERATOR(pg_catalog.=) s.outbox_id
+   AND o.claim_id OPERATOR(pg_catalog.=) s.claim";
 
-/// Claimed rows held until their tenant is connected again (no token is stored for it), their
+/// Claimed rows (claims `$4`) held until their tenant is connected again (no token is stored for it), their
 /// attempt not counted. The tenant's state is not touched: only Meta's 190 moves it.
 pub const HOLD_ROWS: &str = "
 UPDATE wa.outbox o
    SET next_attempt_at = 'infinity'::pg_catalog.timestamptz,
        attempts = GREATEST(o.attempts OPERATOR(pg_catalog.-) 1, 0),
-       last_error = $3::pg_catalog.jsonb
+       last_error = $3::pg_catalog.jsonb,
+       claim_id = NULL
   FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),
-                   pg_catalog.unnest($2::pg_catalog.uuid[])) AS s(outbox_id, tenant_id)
+                   pg_catalog.unnest($2::pg_catalog.uuid[]),
+                   pg_catalog.unnest($4::pg_catalog.int8[])) AS s(outbox_id, tenant_id, claim)
  WHERE o.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
-   AND o.outbox_id OPERATOR(pg_catalog.=) s.outbox_id";
+   AND o.outbox_id OPERATOR(pg_catalog.=) s.outbox_id
+   AND o.claim_id OPERATOR(pg_catalog.=) s.claim";
+
+/// Leases of claimed rows still waiting for an HTTP thread, renewed for `$3` seconds (claims
+/// `$4`); returns the rows renewed (a row held or claimed anew meanwhile is not).
+pub const RENEW: &str = "
+UPDATE wa.outbox o
+   SET next_attempt_at = pg_catalog.now() OPERATOR(pg_catalog.+) ($3 OPERATOR(pg_catalog.*) interval '1 second')
+  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),
+                   pg_catalog.unnest($2::pg_catalog.uuid[]),
+                   pg_catalog.unnest($4::pg_catalog.int8[])) AS s(outbox_id, tenant_id, claim)
+ WHERE o.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
+   AND o.outbox_id OPERATOR(pg_catalog.=) s.outbox_id
+   AND o.claim_id OPERATOR(pg_catalog.=) s.claim
+RETURNING o.outbox_id";
+
+/// Sends whose outcome is unknown (a timeout after the request went out, an unreadable
+/// success, a claim that never reported back): not sent again before `$3` seconds, so that
+/// the `sent` status webhook, which carries our message id, can settle them first. `$5` is 1
+/// for rows whose attempt this claim did not make.
+pub const UNKNOWN: &str = "
+UPDATE wa.outbox o
+   SET next_attempt_at = pg_catalog.now() OPERATOR(pg_catalog.+) ($3 OPERATOR(pg_catalog.*) interval '1 second'),
+       attempts = GREATEST(o.attempts OPERATOR(pg_catalog.-) s.uncounted, 0),
+       outcome_unknown_at = pg_catalog.now(),
+       last_error = COALESCE(s.error, o.last_error),
+       claim_id = NULL
+  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),
+                  pg_catalog.unnest($2::pg_catalog.uuid[]),
+                  pg_catalog.unnest($4::pg_catalog.int8[]),
+                  pg_catalog.unnest($5::pg_catalog.int4[]),
+                  pg_catalog.unnest($6::pg_catalog.jsonb[])) AS s(outbox_id, tenant_id, claim, uncounted, error)
+ WHERE o.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
+   AND o.outbox_id OPERATOR(pg_catalog.=) s.outbox_id
+   AND o.claim_id OPERATOR(pg_catalog.=) s.claim";
 
 /// The worker's heartbeat, counters (deltas since the last one; `$7` = first since start),
-/// last error, pause and per-number pacing.
+/// last error, pause, per-number pacing, and how many outcomes wait to be recorded.
 pub const HEARTBEAT: &str = "
 INSERT INTO wa.worker_state AS s (singleton, pid, started_at, heartbeat_at, sent, failed, retried,
-                                  media_downloaded, last_error, last_error_at, rate_limits, paused)
+                                  media_downloaded, last_error, last_error_at, rate_limits, paused,
+                                  unknown, duplicates, unrecorded)
 VALUES (true, pg_catalog.pg_backend_pid(), pg_catalog.now(), pg_catalog.now(), $1, $2, $3, $4, $5,
-        CASE WHEN $5 IS NOT NULL THEN pg_catalog.now() END, $6, $8)
+        CASE WHEN $5 IS NOT NULL THEN pg_catalog.now() END, $6, $8, $9, $10, $11)
 ON CONFLICT (singleton) DO UPDATE SET
     pid = pg_catalog.pg_backend_pid(),
     started_at = CASE WHEN $7 THEN pg_catalog.now() ELSE s.started_at END,
@@ -112,7 +170,10 @@ ON CONFLICT (singleton) DO UPDATE SET
     last_error = COALESCE($5, s.last_error),
     last_error_at = CASE WHEN $5 IS NOT NULL THEN pg_catalog.now() ELSE s.last_error_at END,
     rate_limits = $6,
-    paused = $8";
+    paused = $8,
+    unknown = (CASE WHEN $7 THEN 0 ELSE s.unknown END) OPERATOR(pg_catalog.+) $9,
+    duplicates = (CASE WHEN $7 THEN 0 ELSE s.duplicates END) OPERATOR(pg_catalog.+) $10,
+    unrecorded = $11";
 
 /// The end of the statements that change a message's status: one notification per changed
 /// message, on its tenant's channel.
@@ -133,30 +194,46 @@ SELECT pg_catalog.count(pg_catalog.pg_notify(t.events_channel, pg_catalog.json_b
     };
 }
 
-/// Messages Meta accepted: the outbox rows go, the messages get their wamid and `sent`.
+/// Messages Meta accepted: the outbox rows go (whatever claim they are under: the message is
+/// out), the messages get their wamid and `sent`. A message that already had another wamid
+/// was sent twice (an unknown outcome retried, or in flight at a crash): the second wamid is
+/// kept in `extra_wamids` and counted. Returns that count.
 pub const SENT: &str = concat!(
     "
 WITH s AS (
     SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),
-                   pg_catalog.unnest($2::pg_catalog.uuid[]),
-                   pg_catalog.unnest($3::pg_catalog.uuid[]),
-                   pg_catalog.unnest($4::pg_catalog.text[]))
+                             pg_catalog.unnest($2::pg_catalog.uuid[]),
+                             pg_catalog.unnest($3::pg_catalog.uuid[]),
+                             pg_catalog.unnest($4::pg_catalog.text[]))
            AS s(outbox_id, tenant_id, message_id, wamid)),
 gone AS (
     DELETE FROM wa.outbox o USING s
      WHERE o.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
        AND o.outbox_id OPERATOR(pg_catalog.=) s.outbox_id),
+twice AS (
+    SELECT s.message_id FROM s
+      JOIN wa.messages m ON m.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
+                        AND m.message_id OPERATOR(pg_catalog.=) s.message_id
+     WHERE m.wamid IS NOT NULL AND s.wamid IS NOT NULL
+       AND m.wamid OPERATOR(pg_catalog.<>) s.wamid),
 upd AS (
     UPDATE wa.messages m
        SET wamid = COALESCE(m.wamid, s.wamid),
+           extra_wamids = CASE WHEN m.wamid IS NOT NULL AND s.wamid IS NOT NULL
+                                    AND m.wamid OPERATOR(pg_catalog.<>) s.wamid
+                               THEN pg_catalog.array_append(m.extra_wamids, s.wamid)
+                               ELSE m.extra_wamids END,
            status = CASE WHEN m.status OPERATOR(pg_catalog.=) 'queued' THEN 'sent' ELSE m.status END,
            sent_at = COALESCE(m.sent_at, pg_catalog.now()),
            updated_at = pg_catalog.now()
       FROM s
      WHERE m.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
        AND m.message_id OPERATOR(pg_catalog.=) s.message_id
-    RETURNING m.tenant_id, m.conversation_id, m.message_id, m.status)",
-    notify_status!("upd", "u.status")
+    RETURNING m.tenant_id, m.conversation_id, m.message_id, m.status),
+notified AS (",
+    notify_status!("upd", "u.status"),
+    ")
+SELECT (SELECT pg_catalog.count(*) FROM twice) FROM notified"
 );
 
 /// Statuses Meta sent before we knew these wamids apply now.
@@ -171,33 +248,40 @@ DELETE FROM wa.outbox o
  WHERE o.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
    AND o.outbox_id OPERATOR(pg_catalog.=) s.outbox_id";
 
-/// Transient failures: tried again after each row's delay.
+/// Transient failures: tried again after each row's delay, unless a newer claim or a hold
+/// took the row meanwhile.
 pub const RETRY: &str = "
 UPDATE wa.outbox o
    SET next_attempt_at = pg_catalog.now() OPERATOR(pg_catalog.+) (s.delay OPERATOR(pg_catalog.*) interval '1 second'),
-       last_error = s.error
+       last_error = s.error,
+       claim_id = NULL
   FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),
                    pg_catalog.unnest($2::pg_catalog.uuid[]),
                    pg_catalog.unnest($3::pg_catalog.float8[]),
-                   pg_catalog.unnest($4::pg_catalog.jsonb[])) AS s(outbox_id, tenant_id, delay, error)
+                   pg_catalog.unnest($4::pg_catalog.jsonb[]),
+                   pg_catalog.unnest($5::pg_catalog.int8[])) AS s(outbox_id, tenant_id, delay, error, claim)
  WHERE o.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
-   AND o.outbox_id OPERATOR(pg_catalog.=) s.outbox_id";
+   AND o.outbox_id OPERATOR(pg_catalog.=) s.outbox_id
+   AND o.claim_id OPERATOR(pg_catalog.=) s.claim";
 
-/// Permanent failures: the outbox rows stay as failed, the messages become `failed`.
+/// Permanent failures: the outbox rows stay as failed, the messages become `failed` (not for a
+/// row a newer claim or a hold took meanwhile).
 pub const FAILED: &str = concat!(
     "
 WITH s AS (
     SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),
                    pg_catalog.unnest($2::pg_catalog.uuid[]),
-                   pg_catalog.unnest($3::pg_catalog.jsonb[]))
-           AS s(outbox_id, tenant_id, error)),
+                   pg_catalog.unnest($3::pg_catalog.jsonb[]),
+                   pg_catalog.unnest($4::pg_catalog.int8[]))
+           AS s(outbox_id, tenant_id, error, claim)),
 o AS (
     UPDATE wa.outbox o
        SET failed_at = pg_catalog.now(), next_attempt_at = 'infinity'::pg_catalog.timestamptz,
-           last_error = s.error
+           last_error = s.error, claim_id = NULL
       FROM s
      WHERE o.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
        AND o.outbox_id OPERATOR(pg_catalog.=) s.outbox_id
+       AND o.claim_id OPERATOR(pg_catalog.=) s.claim
     RETURNING o.tenant_id, o.message_id, s.error),
 upd AS (
     UPDATE wa.messages m
@@ -223,7 +307,8 @@ held AS (
     UPDATE wa.outbox o
        SET next_attempt_at = 'infinity'::pg_catalog.timestamptz,
            attempts = GREATEST(o.attempts OPERATOR(pg_catalog.-) 1, 0),
-           last_error = $2::pg_catalog.jsonb
+           last_error = $2::pg_catalog.jsonb,
+           claim_id = NULL
      WHERE o.tenant_id OPERATOR(pg_catalog.=) $1::pg_catalog.uuid
        AND o.failed_at IS NULL),
 moved AS (
@@ -301,6 +386,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("RATES", RATES),
     ("RELEASE", RELEASE),
     ("HOLD_ROWS", HOLD_ROWS),
+    ("RENEW", RENEW),
+    ("UNKNOWN", UNKNOWN),
     ("HEARTBEAT", HEARTBEAT),
     ("SENT", SENT),
     ("PENDING_STATUSES", PENDING_STATUSES),

@@ -14,6 +14,10 @@ pub struct Counts {
     pub failed: i64,
     pub retried: i64,
     pub media: i64,
+    /// Sends whose outcome is unknown, held for the grace period.
+    pub unknown: i64,
+    /// Messages Meta accepted twice (a second wamid arrived for one of ours).
+    pub duplicates: i64,
     pub last_error: Option<Value>,
     pub reauthorize: Vec<String>,
     /// Numbers Meta throttled (130429 …): their lanes pause.
@@ -21,32 +25,42 @@ pub struct Counts {
 }
 
 /// A downloaded media file: outbox id, tenant, message id, media id, mime, sha256, bytes.
-type Media = (
+type Media<'a> = (
     i64,
-    String,
-    Option<String>,
-    String,
-    Option<String>,
-    Option<String>,
-    Vec<u8>,
+    &'a str,
+    Option<&'a str>,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    &'a [u8],
 );
 
+/// Accepted messages: outbox id, tenant, message id, wamid.
+type SentRows<'a> = (Vec<i64>, Vec<&'a str>, Vec<&'a str>, Vec<Option<&'a str>>);
+/// Retry later: outbox id, tenant, delay (s), error, claim.
+type RetryRows<'a> = (Vec<i64>, Vec<&'a str>, Vec<f64>, Vec<pgrx::JsonB>, Vec<i64>);
+
+/// Rows by outbox id, tenant and the claim that leased them.
+type Claimed<'a> = (Vec<i64>, Vec<&'a str>, Vec<i64>);
+
 #[derive(Default)]
-struct Batch {
-    // Accepted messages: outbox id, tenant, message id, wamid.
-    sent: (Vec<i64>, Vec<String>, Vec<String>, Vec<Option<String>>),
+struct Batch<'a> {
+    sent: SentRows<'a>,
     // Other accepted requests (mark read): outbox id, tenant.
-    done: (Vec<i64>, Vec<String>),
-    // Retry later: outbox id, tenant, delay (s), error.
-    retry: (Vec<i64>, Vec<String>, Vec<f64>, Vec<pgrx::JsonB>),
-    // Failed for good: outbox id, tenant, error.
-    failed: (Vec<i64>, Vec<String>, Vec<pgrx::JsonB>),
+    done: (Vec<i64>, Vec<&'a str>),
+    retry: RetryRows<'a>,
+    // Failed for good: outbox id, tenant, error, claim.
+    failed: (Vec<i64>, Vec<&'a str>, Vec<pgrx::JsonB>, Vec<i64>),
+    // Not sent: the lease ran short before a thread was free.
+    expired: Claimed<'a>,
+    // Outcome unknown: outbox id, tenant, claim, error.
+    unknown: (Vec<i64>, Vec<&'a str>, Vec<i64>, Vec<pgrx::JsonB>),
     // Tenants whose token Meta refused, with the error.
-    reauth: Vec<(String, Value)>,
+    reauth: Vec<(&'a str, Value)>,
     // Media that could not be downloaded for good: outbox id, tenant, message id, error.
-    media_failed: Vec<(i64, String, Option<String>, Value)>,
-    // Downloaded media: outbox id, tenant, message id, media id, mime, sha256, bytes.
-    media: Vec<Media>,
+    media_failed: Vec<(i64, &'a str, Option<&'a str>, Value)>,
+    // Downloaded media.
+    media: Vec<Media<'a>>,
 }
 
 /// Exponential backoff with full jitter between half and all of the step.
@@ -74,25 +88,45 @@ fn error_json(e: &ApiError) -> Value {
     v
 }
 
-pub fn record(done: Vec<Done>, max_attempts: i32) -> Result<Counts, String> {
+/// Whether a failed send may have reached Meta: the request went out and no (readable)
+/// answer came back. Such a send is not blindly repeated.
+fn outcome_unknown(e: &ApiError) -> bool {
+    match e {
+        ApiError::Transport {
+            maybe_delivered, ..
+        } => *maybe_delivered,
+        ApiError::Decode { http_status, .. } => (200..300).contains(http_status),
+        _ => false,
+    }
+}
+
+/// Records a batch of outcomes in one transaction. On error nothing is recorded and the
+/// caller keeps the outcomes to try again.
+pub fn record(done: &[Done], max_attempts: i32, grace_secs: f64) -> Result<Counts, String> {
     let mut b = Batch::default();
     let mut counts = Counts::default();
     for d in done {
-        let job = d.job;
-        match d.outcome {
-            Outcome::Sent(wamid) => match (job.kind, job.message_id) {
+        let job = &d.job;
+        let tenant = job.tenant.as_str();
+        match &d.outcome {
+            Outcome::Sent(wamid) => match (job.kind, job.message_id.as_deref()) {
                 (Kind::Message, Some(message_id)) => {
                     b.sent.0.push(job.outbox_id);
-                    b.sent.1.push(job.tenant);
+                    b.sent.1.push(tenant);
                     b.sent.2.push(message_id);
-                    b.sent.3.push(wamid);
+                    b.sent.3.push(wamid.as_deref());
                     counts.sent += 1;
                 }
                 _ => {
                     b.done.0.push(job.outbox_id);
-                    b.done.1.push(job.tenant);
+                    b.done.1.push(tenant);
                 }
             },
+            Outcome::Expired => {
+                b.expired.0.push(job.outbox_id);
+                b.expired.1.push(tenant);
+                b.expired.2.push(job.claim);
+            }
             Outcome::Media {
                 mime,
                 bytes,
@@ -100,18 +134,26 @@ pub fn record(done: Vec<Done>, max_attempts: i32) -> Result<Counts, String> {
             } => {
                 b.media.push((
                     job.outbox_id,
-                    job.tenant,
-                    job.message_id,
-                    job.payload,
-                    mime,
-                    sha256,
-                    bytes,
+                    tenant,
+                    job.message_id.as_deref(),
+                    job.payload.as_str(),
+                    mime.as_deref(),
+                    sha256.as_deref(),
+                    bytes.as_slice(),
                 ));
                 counts.media += 1;
             }
             Outcome::Failed(e) => {
-                let err = error_json(&e);
+                let err = error_json(e);
                 counts.last_error = Some(err.clone());
+                if job.kind == Kind::Message && outcome_unknown(e) {
+                    b.unknown.0.push(job.outbox_id);
+                    b.unknown.1.push(tenant);
+                    b.unknown.2.push(job.claim);
+                    b.unknown.3.push(pgrx::JsonB(err));
+                    counts.unknown += 1;
+                    continue;
+                }
                 let class = e.class();
                 let out_of_attempts = job.attempts >= max_attempts;
                 let give_up = out_of_attempts
@@ -119,27 +161,29 @@ pub fn record(done: Vec<Done>, max_attempts: i32) -> Result<Counts, String> {
                     || class == ErrorClass::Permanent;
                 if job.kind == Kind::MediaDownload && give_up {
                     b.media_failed
-                        .push((job.outbox_id, job.tenant, job.message_id, err));
+                        .push((job.outbox_id, tenant, job.message_id.as_deref(), err));
                     counts.failed += 1;
                     continue;
                 }
                 match class {
                     ErrorClass::Reauthorize => {
-                        b.reauth.push((job.tenant.clone(), err));
-                        counts.reauthorize.push(job.tenant);
+                        b.reauth.push((tenant, err));
+                        counts.reauthorize.push(job.tenant.clone());
                     }
                     ErrorClass::Permanent => {
                         b.failed.0.push(job.outbox_id);
-                        b.failed.1.push(job.tenant);
+                        b.failed.1.push(tenant);
                         b.failed.2.push(pgrx::JsonB(err));
+                        b.failed.3.push(job.claim);
                         counts.failed += 1;
                     }
                     _ if out_of_attempts || matches!(e, ApiError::TooLarge { .. }) => {
                         let mut err = err;
                         err["gave_up_after_attempts"] = json!(job.attempts);
                         b.failed.0.push(job.outbox_id);
-                        b.failed.1.push(job.tenant);
+                        b.failed.1.push(tenant);
                         b.failed.2.push(pgrx::JsonB(err));
+                        b.failed.3.push(job.claim);
                         counts.failed += 1;
                     }
                     ErrorClass::Throttle(scope) => {
@@ -155,31 +199,36 @@ pub fn record(done: Vec<Done>, max_attempts: i32) -> Result<Counts, String> {
                             }
                         };
                         b.retry.0.push(job.outbox_id);
-                        b.retry.1.push(job.tenant);
+                        b.retry.1.push(tenant);
                         b.retry.2.push(delay);
                         b.retry.3.push(pgrx::JsonB(err));
+                        b.retry.4.push(job.claim);
                         counts.retried += 1;
                     }
                     ErrorClass::Retry => {
                         b.retry.0.push(job.outbox_id);
-                        b.retry.1.push(job.tenant);
+                        b.retry.1.push(tenant);
                         b.retry.2.push(backoff(job.attempts, 1.0, 300.0));
                         b.retry.3.push(pgrx::JsonB(err));
+                        b.retry.4.push(job.claim);
                         counts.retried += 1;
                     }
                 }
             }
         }
     }
-    txn::run_ok(std::panic::AssertUnwindSafe(|| apply(b)))?;
+    counts.duplicates = txn::run_ok(std::panic::AssertUnwindSafe(|| apply(b, grace_secs)))?;
     Ok(counts)
 }
 
-fn apply(b: Batch) -> Result<(), pgrx::spi::SpiError> {
-    use crate::plans::{FLOAT8_ARRAY, INT8_ARRAY, JSONB_ARRAY, TEXT_ARRAY};
+/// The statements of one batch; returns how many messages turned out to be sent twice.
+fn apply(b: Batch<'_>, grace_secs: f64) -> Result<i64, pgrx::spi::SpiError> {
+    use crate::plans::{FLOAT8_ARRAY, INT4_ARRAY, INT8_ARRAY, JSONB_ARRAY, TEXT_ARRAY};
+    let mut duplicates = 0;
+    Spi::run("SET LOCAL lock_timeout = '5s'")?;
     if !b.sent.0.is_empty() {
         let (tenants, wamids) = (b.sent.1.clone(), b.sent.3.clone());
-        crate::plans::run(
+        duplicates = crate::plans::get_one::<i64>(
             sql::SENT,
             &[INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY, TEXT_ARRAY],
             &[
@@ -188,14 +237,22 @@ fn apply(b: Batch) -> Result<(), pgrx::spi::SpiError> {
                 b.sent.2.into(),
                 b.sent.3.into(),
             ],
-        )?;
+        )?
+        .unwrap_or(0);
         // Statuses Meta sent before we knew these wamids (rare: most are matched through
-        // biz_opaque_callback_data) apply now.
-        crate::plans::run(
-            sql::PENDING_STATUSES,
-            &[TEXT_ARRAY, TEXT_ARRAY],
-            &[tenants.into(), wamids.into()],
-        )?;
+        // biz_opaque_callback_data) apply now. In a subtransaction: a pending status that
+        // cannot be applied must not keep the sends themselves from being recorded.
+        let applied = crate::subxact::run(std::panic::AssertUnwindSafe(|| {
+            crate::plans::run(
+                sql::PENDING_STATUSES,
+                &[TEXT_ARRAY, TEXT_ARRAY],
+                &[tenants.into(), wamids.into()],
+            )
+            .map_err(|e| e.to_string())
+        }));
+        if let Err(e) | Ok(Err(e)) = applied {
+            pgrx::warning!("whatsapp_pg worker: pending statuses not applied: {e}");
+        }
     }
     if !b.done.0.is_empty() {
         crate::plans::run(
@@ -207,25 +264,70 @@ fn apply(b: Batch) -> Result<(), pgrx::spi::SpiError> {
     if !b.retry.0.is_empty() {
         crate::plans::run(
             sql::RETRY,
-            &[INT8_ARRAY, TEXT_ARRAY, FLOAT8_ARRAY, JSONB_ARRAY],
+            &[
+                INT8_ARRAY,
+                TEXT_ARRAY,
+                FLOAT8_ARRAY,
+                JSONB_ARRAY,
+                INT8_ARRAY,
+            ],
             &[
                 b.retry.0.into(),
                 b.retry.1.into(),
                 b.retry.2.into(),
                 b.retry.3.into(),
+                b.retry.4.into(),
             ],
         )?;
     }
     if !b.failed.0.is_empty() {
         crate::plans::run(
             sql::FAILED,
-            &[INT8_ARRAY, TEXT_ARRAY, JSONB_ARRAY],
-            &[b.failed.0.into(), b.failed.1.into(), b.failed.2.into()],
+            &[INT8_ARRAY, TEXT_ARRAY, JSONB_ARRAY, INT8_ARRAY],
+            &[
+                b.failed.0.into(),
+                b.failed.1.into(),
+                b.failed.2.into(),
+                b.failed.3.into(),
+            ],
+        )?;
+    }
+    if !b.expired.0.is_empty() {
+        Spi::run_with_args(
+            sql::RELEASE,
+            &[
+                b.expired.0.into(),
+                b.expired.1.into(),
+                0.0f64.into(),
+                b.expired.2.into(),
+            ],
+        )?;
+    }
+    if !b.unknown.0.is_empty() {
+        let uncounted = vec![0i32; b.unknown.0.len()];
+        crate::plans::run(
+            sql::UNKNOWN,
+            &[
+                INT8_ARRAY,
+                TEXT_ARRAY,
+                crate::plans::FLOAT8,
+                INT8_ARRAY,
+                INT4_ARRAY,
+                JSONB_ARRAY,
+            ],
+            &[
+                b.unknown.0.into(),
+                b.unknown.1.into(),
+                grace_secs.into(),
+                b.unknown.2.into(),
+                uncounted.into(),
+                b.unknown.3.into(),
+            ],
         )?;
     }
     let mut seen = std::collections::HashSet::new();
     for (tenant, error) in b.reauth {
-        if !seen.insert(tenant.clone()) {
+        if !seen.insert(tenant) {
             continue;
         }
         Spi::run_with_args(
@@ -258,5 +360,5 @@ fn apply(b: Batch) -> Result<(), pgrx::spi::SpiError> {
             ],
         )?;
     }
-    Ok(())
+    Ok(duplicates)
 }
