@@ -143,8 +143,23 @@ BEGIN
 END
 $$;
 
+-- The LISTEN channel of a tenant's notifications (see README, "Notifications").
+CREATE FUNCTION wa.events_channel(tenant_id uuid) RETURNS text
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    v_tenant uuid := wa._authorize_tenant(tenant_id);
+BEGIN
+    RETURN (SELECT t.events_channel FROM wa.tenants t WHERE t.tenant_id OPERATOR(pg_catalog.=) v_tenant);
+END
+$$;
+
 -- Internal: records a tenant's WABA, number, routes and encrypted token after the caller
 -- (wa.connect_tenant / wa.exchange_code, in Rust) has validated and encrypted them.
+-- The route inserts decide who owns a WABA or number: of two tenants connecting the same one
+-- at once, the second insert waits for the first transaction and then finds its row.
 CREATE FUNCTION wa._store_connection(p_tenant uuid, p_waba text, p_phone text,
                                      p_ciphertext bytea, p_key_id text, p_source text,
                                      p_state text)
@@ -153,21 +168,43 @@ CREATE FUNCTION wa._store_connection(p_tenant uuid, p_waba text, p_phone text,
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    v_kind text;
+    v_id text;
     v_owner uuid;
 BEGIN
     PERFORM 1 FROM wa.tenants t WHERE t.tenant_id OPERATOR(pg_catalog.=) p_tenant FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'tenant % does not exist', p_tenant USING ERRCODE = 'undefined_object';
     END IF;
-    SELECT r.tenant_id INTO v_owner FROM wa.routes r
-     WHERE (r.kind, r.external_id) IN (('waba', p_waba), ('phone_number', p_phone))
-       AND r.tenant_id OPERATOR(pg_catalog.<>) p_tenant
-     LIMIT 1;
-    IF v_owner IS NOT NULL THEN
-        RAISE EXCEPTION 'WABA % or phone number % is already connected to another tenant', p_waba, p_phone
-            USING ERRCODE = 'unique_violation',
-                  HINT = 'Disconnect it from the other tenant first (wa.disconnect_tenant).';
-    END IF;
+    FOR v_kind, v_id IN
+        SELECT r.kind, r.external_id
+          FROM (VALUES (1, 'waba', p_waba), (2, 'phone_number', p_phone)) AS r(i, kind, external_id)
+         WHERE r.external_id IS NOT NULL
+         ORDER BY r.i
+    LOOP
+        v_owner := NULL;
+        INSERT INTO wa.routes AS r (kind, external_id, tenant_id) VALUES (v_kind, v_id, p_tenant)
+            ON CONFLICT (kind, external_id) DO NOTHING
+        RETURNING r.tenant_id INTO v_owner;
+        IF v_owner IS NULL THEN
+            -- Already routed, or routed by a concurrent transaction that committed while this
+            -- insert waited: a new statement sees it (READ COMMITTED). A route the caller may
+            -- not see is another tenant's.
+            SELECT r.tenant_id INTO v_owner FROM wa.routes r
+             WHERE r.kind OPERATOR(pg_catalog.=) v_kind AND r.external_id OPERATOR(pg_catalog.=) v_id;
+            IF v_owner IS DISTINCT FROM p_tenant THEN
+                RAISE EXCEPTION '% % is already connected to another tenant',
+                                CASE v_kind WHEN 'waba' THEN 'WABA' ELSE 'phone number' END, v_id
+                    USING ERRCODE = 'unique_violation',
+                          HINT = 'Disconnect it from the other tenant first (wa.disconnect_tenant).';
+            END IF;
+        END IF;
+    END LOOP;
+    -- Connected again: no longer a former tenant of these.
+    DELETE FROM wa.released_routes rr
+     WHERE rr.tenant_id OPERATOR(pg_catalog.=) p_tenant
+       AND ((rr.kind OPERATOR(pg_catalog.=) 'waba' AND rr.external_id OPERATOR(pg_catalog.=) p_waba)
+            OR (rr.kind OPERATOR(pg_catalog.=) 'phone_number' AND rr.external_id OPERATOR(pg_catalog.=) p_phone));
     INSERT INTO wa.wabas AS w (tenant_id, waba_id) VALUES (p_tenant, p_waba)
         ON CONFLICT (tenant_id, waba_id) DO UPDATE SET status = 'active', updated_at = now();
     IF p_phone IS NOT NULL THEN
@@ -175,11 +212,7 @@ BEGIN
         VALUES (p_tenant, p_phone, p_waba)
             ON CONFLICT (tenant_id, phone_number_id)
             DO UPDATE SET waba_id = EXCLUDED.waba_id, status = 'active', updated_at = now();
-        INSERT INTO wa.routes (kind, external_id, tenant_id) VALUES ('phone_number', p_phone, p_tenant)
-            ON CONFLICT (kind, external_id) DO NOTHING;
     END IF;
-    INSERT INTO wa.routes (kind, external_id, tenant_id) VALUES ('waba', p_waba, p_tenant)
-        ON CONFLICT (kind, external_id) DO NOTHING;
     INSERT INTO wa.credentials AS c (tenant_id, kind, ciphertext, key_id, source)
     VALUES (p_tenant, 'business_token', p_ciphertext, p_key_id, p_source)
         ON CONFLICT (tenant_id, kind) DO UPDATE
@@ -198,9 +231,10 @@ BEGIN
 END
 $$;
 
--- Stops sending for a tenant and forgets its secrets. Queued messages fail with a clear
--- reason instead of going out after a later reconnect. Routes are kept so that late status
--- webhooks for messages already sent still find their rows.
+-- Stops sending for a tenant, forgets its secrets and releases its WABAs and numbers (another
+-- tenant may connect them next). Queued messages fail with a clear reason instead of going
+-- out after a later reconnect. History stays: the WABAs and numbers are kept as 'removed', and
+-- the released routes let late status webhooks for messages already sent still find them.
 CREATE FUNCTION wa.disconnect_tenant(tenant_id uuid) RETURNS jsonb
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -209,6 +243,7 @@ AS $$
 DECLARE
     v_tenant uuid := wa._authorize_tenant(tenant_id);
     v_failed bigint;
+    v_released jsonb;
 BEGIN
     PERFORM 1 FROM wa.tenants t WHERE t.tenant_id OPERATOR(pg_catalog.=) v_tenant FOR UPDATE;
     DELETE FROM wa.credentials c WHERE c.tenant_id OPERATOR(pg_catalog.=) v_tenant;
@@ -224,10 +259,26 @@ BEGIN
        AND m.message_id OPERATOR(pg_catalog.=) d.message_id
        AND m.status OPERATOR(pg_catalog.=) 'queued';
     GET DIAGNOSTICS v_failed = ROW_COUNT;
+    WITH moved AS (
+        DELETE FROM wa.routes r WHERE r.tenant_id OPERATOR(pg_catalog.=) v_tenant
+        RETURNING r.kind, r.external_id),
+    kept AS (
+        INSERT INTO wa.released_routes AS rr (kind, external_id, tenant_id)
+        SELECT m.kind, m.external_id, v_tenant FROM moved m
+            ON CONFLICT ON CONSTRAINT released_routes_pkey DO UPDATE SET released_at = now()
+        RETURNING rr.kind, rr.external_id)
+    SELECT COALESCE(jsonb_agg(jsonb_build_object('kind', k.kind, 'id', k.external_id)
+                              ORDER BY k.kind, k.external_id), '[]'::jsonb)
+      INTO v_released FROM kept k;
+    UPDATE wa.wabas w SET status = 'removed', updated_at = now()
+     WHERE w.tenant_id OPERATOR(pg_catalog.=) v_tenant AND w.status OPERATOR(pg_catalog.<>) 'removed';
+    UPDATE wa.phone_numbers p SET status = 'removed', updated_at = now()
+     WHERE p.tenant_id OPERATOR(pg_catalog.=) v_tenant AND p.status OPERATOR(pg_catalog.<>) 'removed';
     UPDATE wa.tenants t SET state = 'disconnected', updated_at = now()
      WHERE t.tenant_id OPERATOR(pg_catalog.=) v_tenant;
     INSERT INTO wa.account_events (tenant_id, kind, detail)
-    VALUES (v_tenant, 'connection.disconnected', jsonb_build_object('queued_messages_failed', v_failed));
+    VALUES (v_tenant, 'connection.disconnected',
+            jsonb_build_object('queued_messages_failed', v_failed, 'released', v_released));
     RETURN wa.connection_status(v_tenant);
 END
 $$;

@@ -113,67 +113,116 @@ $$;
 
 -- One status of an outbound message. Finds the message by wamid, or through
 -- biz_opaque_callback_data (our message id) when the worker has not stored the wamid yet;
--- otherwise keeps it pending. Returns 'applied', 'unchanged' or 'pending'.
+-- otherwise keeps it pending. p_tenant is the tenant the number is routed to now (NULL when
+-- none is); with p_phone, a message not found there is looked for among the number's former
+-- tenants (wa.released_routes), so that statuses arriving after a disconnect still apply.
+-- Returns 'applied', 'unchanged', 'pending', or 'unrouted' (no tenant has the message and the
+-- number has no current tenant to keep it pending for).
+-- Called by the worker (as wa_worker, without p_phone): every function and operator is
+-- qualified.
 CREATE FUNCTION wa._apply_status(p_tenant uuid, p_wamid text, p_status text, p_at timestamptz,
                                  p_callback text, p_pricing jsonb, p_conversation jsonb,
-                                 p_errors jsonb, p_payload jsonb)
+                                 p_errors jsonb, p_payload jsonb, p_phone text DEFAULT NULL)
     RETURNS text
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    v_tenant uuid := p_tenant;
+    v_callback uuid;
     v_message uuid;
     v_conversation uuid;
     v_current text;
     v_wamid text;
     v_new text;
 BEGIN
-    SELECT m.message_id, m.conversation_id, m.status, m.wamid
-      INTO v_message, v_conversation, v_current, v_wamid
-      FROM wa.messages m
-     WHERE m.tenant_id OPERATOR(pg_catalog.=) p_tenant AND m.wamid OPERATOR(pg_catalog.=) p_wamid
-       FOR UPDATE;
-    IF v_message IS NULL
-       AND p_callback ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+    IF p_callback OPERATOR(pg_catalog.~)
+       '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+        v_callback := p_callback::uuid;
+    END IF;
+    IF p_tenant IS NOT NULL THEN
         SELECT m.message_id, m.conversation_id, m.status, m.wamid
           INTO v_message, v_conversation, v_current, v_wamid
           FROM wa.messages m
-         WHERE m.tenant_id OPERATOR(pg_catalog.=) p_tenant
-           AND m.message_id OPERATOR(pg_catalog.=) p_callback::uuid
-           AND m.direction OPERATOR(pg_catalog.=) 'outbound'
-           AND (m.wamid IS NULL OR m.wamid OPERATOR(pg_catalog.=) p_wamid)
+         WHERE m.tenant_id OPERATOR(pg_catalog.=) p_tenant AND m.wamid OPERATOR(pg_catalog.=) p_wamid
            FOR UPDATE;
+        IF v_message IS NULL AND v_callback IS NOT NULL THEN
+            SELECT m.message_id, m.conversation_id, m.status, m.wamid
+              INTO v_message, v_conversation, v_current, v_wamid
+              FROM wa.messages m
+             WHERE m.tenant_id OPERATOR(pg_catalog.=) p_tenant
+               AND m.message_id OPERATOR(pg_catalog.=) v_callback
+               AND m.direction OPERATOR(pg_catalog.=) 'outbound'
+               AND (m.wamid IS NULL OR m.wamid OPERATOR(pg_catalog.=) p_wamid)
+               FOR UPDATE;
+        END IF;
+    END IF;
+    IF v_message IS NULL AND p_phone IS NOT NULL THEN
+        -- Not the current tenant's: a message a former tenant of the number sent.
+        SELECT m.tenant_id, m.message_id, m.conversation_id, m.status, m.wamid
+          INTO v_tenant, v_message, v_conversation, v_current, v_wamid
+          FROM wa.released_routes r
+          JOIN wa.messages m ON m.tenant_id OPERATOR(pg_catalog.=) r.tenant_id
+         WHERE r.kind OPERATOR(pg_catalog.=) 'phone_number'
+           AND r.external_id OPERATOR(pg_catalog.=) p_phone
+           AND r.tenant_id IS DISTINCT FROM p_tenant
+           AND m.wamid OPERATOR(pg_catalog.=) p_wamid
+         ORDER BY r.released_at DESC
+         LIMIT 1
+           FOR UPDATE OF m;
+        IF v_message IS NULL AND v_callback IS NOT NULL THEN
+            SELECT m.tenant_id, m.message_id, m.conversation_id, m.status, m.wamid
+              INTO v_tenant, v_message, v_conversation, v_current, v_wamid
+              FROM wa.released_routes r
+              JOIN wa.messages m ON m.tenant_id OPERATOR(pg_catalog.=) r.tenant_id
+             WHERE r.kind OPERATOR(pg_catalog.=) 'phone_number'
+               AND r.external_id OPERATOR(pg_catalog.=) p_phone
+               AND r.tenant_id IS DISTINCT FROM p_tenant
+               AND m.message_id OPERATOR(pg_catalog.=) v_callback
+               AND m.direction OPERATOR(pg_catalog.=) 'outbound'
+               AND (m.wamid IS NULL OR m.wamid OPERATOR(pg_catalog.=) p_wamid)
+             ORDER BY r.released_at DESC
+             LIMIT 1
+               FOR UPDATE OF m;
+        END IF;
+        IF v_message IS NULL THEN
+            v_tenant := p_tenant;
+        END IF;
     END IF;
     IF v_message IS NULL THEN
+        IF p_tenant IS NULL THEN
+            RETURN 'unrouted';
+        END IF;
         INSERT INTO wa.pending_statuses (tenant_id, wamid, status, status_payload)
         VALUES (p_tenant, p_wamid, p_status, p_payload)
         ON CONFLICT (tenant_id, wamid, status) DO NOTHING;
         RETURN 'pending';
     END IF;
     v_new := CASE WHEN v_current OPERATOR(pg_catalog.<>) 'failed'
-                   AND wa.status_rank(p_status) > wa.status_rank(v_current)
+                   AND wa.status_rank(p_status) OPERATOR(pg_catalog.>) wa.status_rank(v_current)
                   THEN p_status ELSE v_current END;
     UPDATE wa.messages m
        SET status = v_new,
            wamid = COALESCE(m.wamid, p_wamid),
-           sent_at = CASE WHEN p_status = 'sent' THEN COALESCE(m.sent_at, p_at) ELSE m.sent_at END,
-           delivered_at = CASE WHEN p_status = 'delivered' THEN COALESCE(m.delivered_at, p_at) ELSE m.delivered_at END,
-           read_at = CASE WHEN p_status = 'read' THEN COALESCE(m.read_at, p_at) ELSE m.read_at END,
-           played_at = CASE WHEN p_status = 'played' THEN COALESCE(m.played_at, p_at) ELSE m.played_at END,
-           failed_at = CASE WHEN p_status = 'failed' THEN COALESCE(m.failed_at, p_at) ELSE m.failed_at END,
-           error = CASE WHEN p_status = 'failed' AND v_new = 'failed' THEN COALESCE(m.error, p_errors) ELSE m.error END,
+           sent_at = CASE WHEN p_status OPERATOR(pg_catalog.=) 'sent' THEN COALESCE(m.sent_at, p_at) ELSE m.sent_at END,
+           delivered_at = CASE WHEN p_status OPERATOR(pg_catalog.=) 'delivered' THEN COALESCE(m.delivered_at, p_at) ELSE m.delivered_at END,
+           read_at = CASE WHEN p_status OPERATOR(pg_catalog.=) 'read' THEN COALESCE(m.read_at, p_at) ELSE m.read_at END,
+           played_at = CASE WHEN p_status OPERATOR(pg_catalog.=) 'played' THEN COALESCE(m.played_at, p_at) ELSE m.played_at END,
+           failed_at = CASE WHEN p_status OPERATOR(pg_catalog.=) 'failed' THEN COALESCE(m.failed_at, p_at) ELSE m.failed_at END,
+           error = CASE WHEN p_status OPERATOR(pg_catalog.=) 'failed' AND v_new OPERATOR(pg_catalog.=) 'failed'
+                        THEN COALESCE(m.error, p_errors) ELSE m.error END,
            pricing = COALESCE(p_pricing, m.pricing),
            meta_conversation = COALESCE(p_conversation, m.meta_conversation),
-           updated_at = now()
-     WHERE m.tenant_id OPERATOR(pg_catalog.=) p_tenant
+           updated_at = pg_catalog.now()
+     WHERE m.tenant_id OPERATOR(pg_catalog.=) v_tenant
        AND m.message_id OPERATOR(pg_catalog.=) v_message
        AND (m.status IS DISTINCT FROM v_new
             OR m.wamid IS NULL
-            OR (p_status = 'sent' AND m.sent_at IS NULL)
-            OR (p_status = 'delivered' AND m.delivered_at IS NULL)
-            OR (p_status = 'read' AND m.read_at IS NULL)
-            OR (p_status = 'played' AND m.played_at IS NULL)
-            OR (p_status = 'failed' AND m.failed_at IS NULL)
+            OR (p_status OPERATOR(pg_catalog.=) 'sent' AND m.sent_at IS NULL)
+            OR (p_status OPERATOR(pg_catalog.=) 'delivered' AND m.delivered_at IS NULL)
+            OR (p_status OPERATOR(pg_catalog.=) 'read' AND m.read_at IS NULL)
+            OR (p_status OPERATOR(pg_catalog.=) 'played' AND m.played_at IS NULL)
+            OR (p_status OPERATOR(pg_catalog.=) 'failed' AND m.failed_at IS NULL)
             OR (p_pricing IS NOT NULL AND m.pricing IS NULL)
             OR (p_conversation IS NOT NULL AND m.meta_conversation IS NULL));
     IF NOT FOUND THEN
@@ -181,12 +230,13 @@ BEGIN
     END IF;
     IF v_wamid IS NULL THEN
         -- Matched through biz_opaque_callback_data: this is where the message learnt its wamid.
-        PERFORM wa._apply_pending_statuses(ARRAY[p_tenant], ARRAY[p_wamid]);
+        PERFORM wa._apply_pending_statuses(ARRAY[v_tenant], ARRAY[p_wamid]);
     END IF;
     IF v_new IS DISTINCT FROM v_current THEN
-        PERFORM pg_notify('wa_events', json_build_object(
-            'kind', 'message.status', 'status', v_new, 'tenant_id', p_tenant,
-            'conversation_id', v_conversation, 'message_id', v_message)::text);
+        PERFORM pg_catalog.pg_notify(t.events_channel, pg_catalog.json_build_object(
+            'kind', 'message.status', 'status', v_new, 'tenant_id', v_tenant,
+            'conversation_id', v_conversation, 'message_id', v_message)::text)
+           FROM wa.tenants t WHERE t.tenant_id OPERATOR(pg_catalog.=) v_tenant;
     END IF;
     RETURN 'applied';
 END
@@ -205,16 +255,18 @@ DECLARE
 BEGIN
     FOR p IN
         DELETE FROM wa.pending_statuses s
-         USING unnest(p_tenants, p_wamids) AS k(tenant_id, wamid)
+         USING ROWS FROM (pg_catalog.unnest(p_tenants), pg_catalog.unnest(p_wamids)) AS k(tenant_id, wamid)
          WHERE s.tenant_id OPERATOR(pg_catalog.=) k.tenant_id
            AND s.wamid OPERATOR(pg_catalog.=) k.wamid
         RETURNING s.*
     LOOP
-        PERFORM wa._apply_status(p.tenant_id, p.wamid, p.status,
-                                 to_timestamp((p.status_payload->>'timestamp')::double precision),
-                                 NULL, p.status_payload->'pricing', p.status_payload->'conversation',
-                                 p.status_payload->'errors', p.status_payload);
-        n := n + 1;
+        PERFORM wa._apply_status(
+            p.tenant_id, p.wamid, p.status,
+            pg_catalog.to_timestamp((p.status_payload OPERATOR(pg_catalog.->>) 'timestamp')::double precision),
+            NULL, p.status_payload OPERATOR(pg_catalog.->) 'pricing',
+            p.status_payload OPERATOR(pg_catalog.->) 'conversation',
+            p.status_payload OPERATOR(pg_catalog.->) 'errors', p.status_payload);
+        n := n OPERATOR(pg_catalog.+) 1;
     END LOOP;
     RETURN n;
 END
@@ -278,9 +330,10 @@ BEGIN
                                  WHEN v_new = 'connected' THEN NULL ELSE t.last_error END,
                updated_at = now()
          WHERE t.tenant_id OPERATOR(pg_catalog.=) p_tenant;
-        PERFORM pg_notify('wa_events', json_build_object(
+        PERFORM pg_catalog.pg_notify(t.events_channel, pg_catalog.json_build_object(
             'kind', 'connection.changed', 'state', v_new, 'tenant_id', p_tenant,
-            'conversation_id', NULL, 'message_id', NULL)::text);
+            'conversation_id', NULL, 'message_id', NULL)::text)
+           FROM wa.tenants t WHERE t.tenant_id OPERATOR(pg_catalog.=) p_tenant;
     END IF;
     RETURN v_new;
 END

@@ -66,7 +66,18 @@ BEGIN
     END IF;
     SELECT v.tenant_id INTO v_tenant FROM wa.conversations v
      WHERE v.conversation_id OPERATOR(pg_catalog.=) p_conversation;
-    IF v_tenant IS NULL THEN
+    IF v_tenant IS NULL AND NOT wa._caller_is_admin() THEN
+        -- Row-level security hides other tenants' conversations: refuse the way
+        -- wa._authorize_tenant does, without telling whether the conversation exists.
+        IF wa.current_tenant_id() IS NULL THEN
+            RAISE EXCEPTION 'wa.tenant_id is not set'
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'Run SET wa.tenant_id = ''<tenant uuid>'' (or SET LOCAL in the transaction) before calling whatsapp_pg functions as wa_app.';
+        END IF;
+        RAISE EXCEPTION 'conversation % is not a conversation of the tenant this session acts for', p_conversation
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('wa.tenant_id is set to %s.', wa.current_tenant_id());
+    ELSIF v_tenant IS NULL THEN
         RAISE EXCEPTION 'conversation % does not exist', p_conversation USING ERRCODE = 'undefined_object';
     END IF;
     RETURN wa._authorize_tenant(v_tenant);
@@ -113,18 +124,21 @@ AS $$
 DECLARE
     v_conversation uuid := $1;
     v_tenant uuid := wa._authorize_conversation($1);
+    v_closed boolean;
 BEGIN
     UPDATE wa.conversations v
        SET status = 'closed', closed_at = now(), updated_at = now()
      WHERE v.tenant_id OPERATOR(pg_catalog.=) v_tenant
        AND v.conversation_id OPERATOR(pg_catalog.=) v_conversation
        AND v.status OPERATOR(pg_catalog.=) 'open';
-    IF FOUND THEN
-        PERFORM pg_notify('wa_events', json_build_object(
+    v_closed := FOUND;
+    IF v_closed THEN
+        PERFORM pg_catalog.pg_notify(t.events_channel, pg_catalog.json_build_object(
             'kind', 'conversation.closed', 'tenant_id', v_tenant,
-            'conversation_id', v_conversation, 'message_id', NULL)::text);
+            'conversation_id', v_conversation, 'message_id', NULL)::text)
+           FROM wa.tenants t WHERE t.tenant_id OPERATOR(pg_catalog.=) v_tenant;
     END IF;
-    RETURN FOUND;
+    RETURN v_closed;
 END
 $$;
 

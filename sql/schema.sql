@@ -9,15 +9,26 @@ DO $roles$
 DECLARE
     r text;
 BEGIN
-    FOREACH r IN ARRAY ARRAY['wa_admin', 'wa_app', 'wa_worker'] LOOP
+    -- wa_owner owns every object of schema wa (sql/grants.sql), so SECURITY DEFINER functions
+    -- run as a role that row-level security applies to. wa_worker is the background worker.
+    FOREACH r IN ARRAY ARRAY['wa_admin', 'wa_app', 'wa_owner', 'wa_worker'] LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
             BEGIN
-                EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
+                EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN%s', r,
+                    CASE WHEN r OPERATOR(pg_catalog.=) 'wa_owner'
+                         THEN ' NOSUPERUSER NOBYPASSRLS NOINHERIT' ELSE '' END);
             EXCEPTION WHEN duplicate_object OR unique_violation THEN
                 NULL;  -- created concurrently by CREATE EXTENSION in another database
             END;
         END IF;
     END LOOP;
+    -- An existing wa_owner that bypasses row-level security would silently void isolation.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles
+                WHERE rolname OPERATOR(pg_catalog.=) 'wa_owner' AND (rolsuper OR rolbypassrls)) THEN
+        RAISE EXCEPTION 'role wa_owner must not be a superuser or bypass row-level security'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'ALTER ROLE wa_owner NOSUPERUSER NOBYPASSRLS, then create the extension again.';
+    END IF;
 END
 $roles$;
 
@@ -63,13 +74,15 @@ CREATE TABLE wa.tenants (
     tenant_id            uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
     name                 text NOT NULL CHECK (pg_catalog.btrim(name) <> '' AND pg_catalog.length(name) <= 200),
     external_ref         text UNIQUE CHECK (external_ref <> ''),
-    -- The tenant's NOTIFY channel: random, so only who may read this row can LISTEN to it.
-    events_channel       text NOT NULL UNIQUE DEFAULT ('wa_' OPERATOR(pg_catalog.||)
-                             pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', '')),
     state                text NOT NULL DEFAULT 'not_connected' CHECK (state IN
                             ('not_connected', 'pending', 'connected', 'action_required',
                              'disconnected', 'error')),
     last_error           jsonb,
+    -- The LISTEN channel of the tenant's notifications: unguessable (122 random bits), visible
+    -- only to the tenant itself and to wa_admin, from wa.events_channel(tenant).
+    events_channel       text NOT NULL UNIQUE
+                            DEFAULT ('wa_' OPERATOR(pg_catalog.||)
+                                     pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', '')),
     created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
@@ -124,6 +137,18 @@ CREATE TABLE wa.routes (
     PRIMARY KEY (kind, external_id)
 );
 CREATE INDEX routes_tenant_idx ON wa.routes (tenant_id);
+
+-- Routes a tenant had before wa.disconnect_tenant released them (the WABA or number may since
+-- belong to another tenant). Late status webhooks for messages the former tenant sent still
+-- find those messages through here.
+CREATE TABLE wa.released_routes (
+    kind                 text NOT NULL CHECK (kind IN ('waba', 'phone_number')),
+    external_id          text NOT NULL,
+    tenant_id            uuid NOT NULL REFERENCES wa.tenants ON DELETE CASCADE,
+    released_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (kind, external_id, tenant_id)
+);
+CREATE INDEX released_routes_tenant_idx ON wa.released_routes (tenant_id);
 
 -- Encrypted secrets of a tenant. The envelope's associated data is "<tenant_id>/<kind>", so a
 -- ciphertext copied to another row or tenant does not decrypt. wa_app has no access at all.
@@ -350,8 +375,8 @@ DO $rls$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['tenants', 'wabas', 'phone_numbers', 'routes', 'credentials',
-                             'contacts', 'conversations', 'messages', 'outbox', 'media',
+    FOREACH t IN ARRAY ARRAY['tenants', 'wabas', 'phone_numbers', 'routes', 'released_routes',
+                             'credentials', 'contacts', 'conversations', 'messages', 'outbox', 'media',
                              'pending_statuses', 'templates', 'account_events']
     LOOP
         EXECUTE pg_catalog.format('ALTER TABLE wa.%I ENABLE ROW LEVEL SECURITY', t);
@@ -394,6 +419,7 @@ SELECT pg_catalog.pg_extension_config_dump('wa.tenants', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.wabas', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.phone_numbers', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.routes', '');
+SELECT pg_catalog.pg_extension_config_dump('wa.released_routes', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.credentials', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.contacts', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.conversations', '');
@@ -432,28 +458,3 @@ CREATE POLICY tenant_isolation ON wa.signups FOR SELECT TO wa_app
 CREATE POLICY admin_all ON wa.signups TO wa_admin USING (true) WITH CHECK (true);
 GRANT SELECT ON wa.signups TO wa_app, wa_admin;
 SELECT pg_catalog.pg_extension_config_dump('wa.signups', '');
-
--- The background worker runs as wa_worker (it connects as the bootstrap superuser, which
--- PostgreSQL 15 requires, and drops to this role before its first statement). It serves every
--- tenant, so its policies let it see all rows, and it has only the privileges it uses.
-DO $worker$
-DECLARE
-    t text;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['tenants', 'wabas', 'phone_numbers', 'routes', 'credentials',
-                             'contacts', 'conversations', 'messages', 'outbox', 'media',
-                             'pending_statuses', 'templates', 'account_events', 'signups',
-                             'app_config', 'worker_state', 'webhook_events']
-    LOOP
-        EXECUTE pg_catalog.format(
-            'CREATE POLICY worker_all ON wa.%I TO wa_worker USING (true) WITH CHECK (true)', t);
-    END LOOP;
-END
-$worker$;
-GRANT USAGE ON SCHEMA wa TO wa_worker;
-GRANT SELECT, INSERT, UPDATE, DELETE ON wa.outbox, wa.messages, wa.pending_statuses, wa.media,
-    wa.worker_state TO wa_worker;
-GRANT SELECT, UPDATE ON wa.tenants, wa.conversations TO wa_worker;
-GRANT SELECT ON wa.credentials, wa.phone_numbers, wa.app_config, wa.routes, wa.contacts
-    TO wa_worker;
-GRANT INSERT ON wa.account_events TO wa_worker;

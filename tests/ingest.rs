@@ -855,10 +855,29 @@ fn tenants_only_see_their_own_conversations_and_messages() {
 
 #[test]
 fn listeners_are_notified_after_commit_and_never_after_rollback() {
-    let (db, a, _) = setup("notify");
-    let mut listener = db.superuser();
-    listener.batch_execute("LISTEN wa_events").unwrap();
+    let (db, a, b) = setup("notify");
     let mut su = db.superuser();
+    let channel = |c: &mut Client, tenant: &str| -> String {
+        c.query_one("SELECT wa.events_channel($1::text::uuid)", &[&tenant])
+            .unwrap()
+            .get(0)
+    };
+    let channel_a = channel(&mut su, &a);
+    let channel_b = channel(&mut su, &b);
+    assert_ne!(channel_a, channel_b);
+    assert!(
+        channel_a.starts_with("wa_") && channel_a.len() == 35,
+        "{channel_a}"
+    );
+    let mut listener = db.superuser();
+    listener
+        .batch_execute(&format!("LISTEN {channel_a}"))
+        .unwrap();
+    // Nothing goes to the old global channel, nor to another tenant's.
+    let mut global = db.superuser();
+    global.batch_execute("LISTEN wa_events").unwrap();
+    let mut other = db.superuser();
+    other.batch_execute(&format!("LISTEN {channel_b}")).unwrap();
     su.batch_execute("BEGIN").unwrap();
     ingest(
         &mut su,
@@ -912,6 +931,16 @@ fn listeners_are_notified_after_commit_and_never_after_rollback() {
         .get(0);
     assert_eq!(got[0]["message_id"], message);
     assert!(got[0]["conversation_id"].is_string());
+    for (name, c) in [("wa_events", &mut global), ("B's channel", &mut other)] {
+        // A round trip delivers whatever notifications are pending on this connection.
+        c.batch_execute("SELECT 1").unwrap();
+        let mut n = c.notifications();
+        let mut it = n.timeout_iter(std::time::Duration::from_millis(300));
+        let leaked: Vec<String> = std::iter::from_fn(|| it.next().ok().flatten())
+            .map(|note| note.payload().to_string())
+            .collect();
+        assert!(leaked.is_empty(), "{name} received {leaked:?}");
+    }
 }
 
 #[test]

@@ -82,7 +82,8 @@ pub(crate) const LOOKUP: &str = "
 
 /// The end of both write statements: the conversations move (reopened, unread count, last
 /// message, service window) from `latest`, one row per conversation, and every stored message
-/// is notified. `$key` names the conversations to update, so that the plan fetches just those.
+/// is notified on the tenant's own channel (`wa.tenants.events_channel`). `$key` names the
+/// conversations to update, so that the plan fetches just those.
 macro_rules! move_and_notify {
     ($key:literal) => {
         concat!(
@@ -104,10 +105,10 @@ macro_rules! move_and_notify {
             $key,
             "
            AND v.conversation_id = l.conversation_id)
-    SELECT count(pg_catalog.pg_notify('wa_events', json_build_object(
+    SELECT count(pg_catalog.pg_notify(t.events_channel, pg_catalog.json_build_object(
                'kind', 'message.received', 'tenant_id', $1,
                'conversation_id', ins.conversation_id, 'message_id', ins.message_id)::text))
-      FROM ins"
+      FROM ins JOIN wa.tenants t ON t.tenant_id OPERATOR(pg_catalog.=) $1"
         )
     };
 }

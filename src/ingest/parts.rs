@@ -422,11 +422,13 @@ pub fn apply(planned: &Planned, router: &mut Router) -> Result<(), String> {
             errors,
             raw,
         } => {
-            let tenant = router.require("phone_number", phone)?;
-            spi(plans::get_one::<String>(
+            // The number's current tenant, if any; wa._apply_status falls back to its former
+            // tenants (released routes) when the message is not the current tenant's.
+            let tenant = router.tenant("phone_number", phone)?;
+            let outcome = spi(plans::get_one::<String>(
                 "SELECT wa._apply_status($1, $2, $3,
                         COALESCE(pg_catalog.to_timestamp($4::double precision), pg_catalog.now()),
-                        $5, $6, $7, $8, $9)",
+                        $5, $6, $7, $8, $9, $10)",
                 &[
                     plans::UUID,
                     plans::TEXT,
@@ -437,6 +439,7 @@ pub fn apply(planned: &Planned, router: &mut Router) -> Result<(), String> {
                     plans::JSONB,
                     plans::JSONB,
                     plans::JSONB,
+                    plans::TEXT,
                 ],
                 &[
                     tenant.into(),
@@ -448,9 +451,15 @@ pub fn apply(planned: &Planned, router: &mut Router) -> Result<(), String> {
                     conversation.clone().map(pgrx::JsonB).into(),
                     errors.clone().map(pgrx::JsonB).into(),
                     pgrx::JsonB(raw.clone()).into(),
+                    phone.as_str().into(),
                 ],
             ))?;
-            Ok(())
+            match outcome.as_deref() {
+                Some("unrouted") => {
+                    Err(format!("no tenant is connected to phone number id {phone}"))
+                }
+                _ => Ok(()),
+            }
         }
         Part::Account {
             waba,
