@@ -34,3 +34,10 @@ GRANT EXECUTE ON FUNCTION
     wa.exchange_code(uuid, text, text, text),
     wa.worker_status()
 TO wa_admin;
+
+-- ---------------------------------------------------------------------------------------------
+-- Embedded Signup with one-time states (sql/signup.sql, src/signup/state.rs). The host app
+-- mints a state for its tenant; the gateway (a wa_admin member) completes the signup with it.
+GRANT EXECUTE ON FUNCTION wa.begin_signup(uuid, interval) TO wa_app, wa_admin;
+GRANT EXECUTE ON FUNCTION wa.complete_signup(text, text, text, text) TO wa_admin;
+GRANT SELECT ON wa.signup_states TO wa_admin;
