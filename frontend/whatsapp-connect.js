@@ -16,7 +16,7 @@ const DEFAULT_SDK_URL = 'https://connect.facebook.net/en_US/sdk.js';
 const DEFAULT_GRAPH_VERSION = 'v25.0';
 const SDK_TIMEOUT_MS = 20000;
 // After the code arrives, how long to wait for the session-info message before exchanging
-// without it (the code expires quickly; the ids are optional for wa.exchange_code).
+// without it (the code expires quickly; the ids are optional for wa.complete_signup).
 const SESSION_INFO_GRACE_MS = 3000;
 // After FB.login reports no code, how long to wait for a CANCEL message that names the step.
 const CANCEL_GRACE_MS = 1500;

@@ -61,11 +61,7 @@ sql -c "SELECT wa.configure_app('$APP_ID', '$APP_SECRET', '$VERIFY_TOKEN', '9876
 echo "Meta app configured: $(sql -c 'SELECT wa.signup_config()')"
 
 step "Start the webhook gateway on $GW"
-STATE_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-echo "$STATE_SECRET" >"$RUN/state-secret"
-chmod 600 "$RUN/state-secret"
 WA_GATEWAY_DATABASE_URL="host=$WA_CLUSTER_DIR port=$WA_PORT user=postgres dbname=$WA_DATABASE" \
-WA_GATEWAY_STATE_SECRET_FILE="$RUN/state-secret" \
     "$TARGET/whatsapp-gateway" --listen "127.0.0.1:$GW_PORT" --assets-dir frontend >"$RUN/gateway.log" 2>&1 &
 echo $! >"$RUN/gateway.pid"
 wait_for gateway 10 curl -fsS "$GW/healthz"
@@ -85,7 +81,9 @@ signup=$(curl -fsS -X POST "$SIM/_sim/signups" -H 'Content-Type: application/jso
 code=$(echo "$signup" | json "d['code']")
 waba=$(echo "$signup" | json "d['waba_id']")
 phone=$(echo "$signup" | json "d['phone_number_id']")
-state=$(WA_GATEWAY_STATE_SECRET="$STATE_SECRET" "$TARGET/whatsapp-gateway" mint-state --tenant "$tenant" --ttl 600)
+# The host app mints a one-time signup state for its signed-in user's tenant and puts it in
+# the page (<whatsapp-connect state="…">); the gateway hands it back to wa.complete_signup.
+state=$(sql -c "SELECT wa.begin_signup('$tenant')->>'state'")
 echo "WABA $waba, phone number id $phone"
 curl -fsS -X POST "$GW/signup/exchange" -H 'Content-Type: application/json' \
     -d "{\"state\":\"$state\",\"code\":\"$code\",\"waba_id\":\"$waba\",\"phone_number_id\":\"$phone\"}" \
@@ -119,6 +117,6 @@ cat <<EOT
 Everything keeps running:
   PostgreSQL   psql -h $WA_CLUSTER_DIR -p $WA_PORT -U postgres $WA_DATABASE   (as root: runuser -u postgres -- psql …)
   graph-sim    $SIM   (admin API under /_sim/, log $RUN/graph-sim.log)
-  gateway      $GW    (webhooks at /webhook, Connect WhatsApp page at /connect?state=…, log $RUN/gateway.log)
+  gateway      $GW    (webhooks at /webhook, Connect WhatsApp page at /connect?state=<wa.begin_signup(tenant)->>'state'>, log $RUN/gateway.log)
 Stop it all with: make demo-stop
 EOT

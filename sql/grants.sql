@@ -96,6 +96,12 @@ GRANT EXECUTE ON FUNCTION
     wa.current_tenant_id()
 TO wa_worker;
 
+-- Embedded Signup with one-time states (sql/signup.sql, src/signup/state.rs). The host app
+-- mints a state for its tenant; the gateway (a wa_admin member) completes the signup with it.
+GRANT EXECUTE ON FUNCTION wa.begin_signup(uuid, interval) TO wa_app, wa_admin;
+GRANT EXECUTE ON FUNCTION wa.complete_signup(text, text, text, text) TO wa_admin;
+GRANT SELECT ON wa.signup_states TO wa_admin;
+
 -- Ownership last, once every grant is made (grants made by the old owner pass to the new one).
 -- Identity sequences and indexes follow their tables; row types of tables follow the tables.
 DO $owner$

@@ -38,6 +38,7 @@ extension_sql_file!(
     name = "send",
     requires = ["read", "ingest"]
 );
+extension_sql_file!("../sql/signup.sql", name = "signup", requires = ["schema"]);
 // Reading conversations and messages.
 extension_sql_file!("../sql/read.sql", name = "read", requires = ["api"]);
 // Grants last, when every function exists.

@@ -1,6 +1,6 @@
 // Browser test: <whatsapp-connect> in headless Chromium against the real gateway, the
 // extension and graph-sim. The stand-in SDK (fake-fb-sdk.js) plays the Embedded Signup
-// popup; everything after it is real: gateway → wa.exchange_code → graph-sim.
+// popup; everything after it is real: gateway → wa.complete_signup → graph-sim.
 //
 // Environment (test/run.sh sets it):
 //   WA_GATEWAY_BIN       the whatsapp-gateway binary
@@ -29,7 +29,6 @@ const APP_ID = '1234567890123456';
 const APP_SECRET = 'browser-test-app-secret';
 const VERIFY_TOKEN = 'browser-test-verify-token';
 const CONFIG_ID = '555000111222333';
-const STATE_SECRET = 'browser-test-state-secret-0123456789';
 const GATEWAY_ROLE = 'wa_gateway_test';
 
 function requireEnv(name, fallback) {
@@ -102,6 +101,7 @@ let gateway;
 let gatewayUrl;
 let context;
 let userDataDir;
+const mintedStates = [];
 
 async function simSignup(spec = {}) {
   const res = await fetch(`${simUrl}/_sim/signups`, {
@@ -115,10 +115,9 @@ async function simSignup(spec = {}) {
 
 function newTenant(name) {
   const tenant = psqlDb(`SELECT wa.create_tenant(${sqlLiteral(name)})`);
-  const state = execFileSync(GATEWAY_BIN, ['mint-state', '--tenant', tenant, '--ttl', '600'], {
-    env: { ...process.env, WA_GATEWAY_STATE_SECRET: STATE_SECRET },
-    encoding: 'utf8',
-  }).trim();
+  // What the host app does: a one-time state for the tenant, minted in the database.
+  const state = psqlDb(`SELECT wa.begin_signup(${sqlLiteral(tenant)}::uuid)->>'state'`);
+  mintedStates.push(state);
   return { tenant, state };
 }
 
@@ -205,7 +204,6 @@ describe('<whatsapp-connect> in Chromium against the gateway and graph-sim', () 
       ],
       {
         WA_GATEWAY_DATABASE_URL: `${BASE_DSN} dbname=${DB} user=${GATEWAY_ROLE}`,
-        WA_GATEWAY_STATE_SECRET: STATE_SECRET,
       },
       /whatsapp-gateway listening/,
       'stderr',
@@ -241,11 +239,13 @@ describe('<whatsapp-connect> in Chromium against the gateway and graph-sim', () 
     }
     // SIGTERM is a graceful shutdown: exit status 0.
     assert.equal(gatewayExit, 0, `gateway exit status; its log:\n${gateway?.logs.join('\n')}`);
-    const secretsInLogs = gateway.logs.filter((l) => l.includes(STATE_SECRET) || l.includes(APP_SECRET) || /v1\.[0-9a-f-]{36}\.\d+\./.test(l));
+    const secretsInLogs = gateway.logs.filter(
+      (l) => l.includes(APP_SECRET) || /wss1\.[0-9a-f]{64}/.test(l) || mintedStates.some((s) => l.includes(s)),
+    );
     assert.deepEqual(secretsInLogs, [], 'the gateway logged a secret or a state');
   });
 
-  test('signup finishes: code + session info → gateway → wa.exchange_code → graph-sim → "connected"', async () => {
+  test('signup finishes: code + session info → gateway → wa.complete_signup → graph-sim → "connected"', async () => {
     const { tenant, state } = newTenant('Browser Flowers');
     const s = await simSignup({ verified_name: 'Browser Flowers' });
     const { page, host, consoleErrors } = await openConnectPage(state);
@@ -385,7 +385,7 @@ describe('<whatsapp-connect> in Chromium against the gateway and graph-sim', () 
       ['error', 'connected'],
     );
     assert.equal(result.flow, 'error', result.text);
-    assert.match(result.text, /signature does not match/);
+    assert.match(result.text, /invalid, expired or already used/);
     await page.close();
   });
 });

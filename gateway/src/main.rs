@@ -1,18 +1,15 @@
-//! `whatsapp-gateway` — serve (default) or mint a signup state.
+//! `whatsapp-gateway` — the HTTP service in front of whatsapp_pg.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use uuid::Uuid;
 
 use whatsapp_gateway::config::DEFAULT_MAX_BODY_BYTES;
-use whatsapp_gateway::{
-    AllowedOrigins, App, Config, ConnectPage, StateSecret, db, mint_state, serve,
-};
+use whatsapp_gateway::{AllowedOrigins, App, Config, ConnectPage, db, serve};
 
 #[derive(Parser)]
 #[command(
@@ -21,9 +18,6 @@ use whatsapp_gateway::{
     about = "The HTTP gateway Meta calls (webhooks, Embedded Signup) in front of whatsapp_pg"
 )]
 struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-
     /// Address to listen on.
     #[arg(long, env = "WA_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -32,19 +26,6 @@ struct Cli {
     /// environment variable: flags are visible in the process list.
     #[arg(long, env = "WA_GATEWAY_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
-
-    /// HMAC key for signup states (at least 16 bytes; 32 random bytes recommended).
-    #[arg(
-        long,
-        env = "WA_GATEWAY_STATE_SECRET",
-        hide_env_values = true,
-        global = true
-    )]
-    state_secret: Option<String>,
-
-    /// File holding the state secret (trailing newline ignored); instead of --state-secret.
-    #[arg(long, env = "WA_GATEWAY_STATE_SECRET_FILE", global = true)]
-    state_secret_file: Option<PathBuf>,
 
     /// Directory served under /assets/ (the frontend/ directory).
     #[arg(long, env = "WA_GATEWAY_ASSETS_DIR")]
@@ -61,10 +42,6 @@ struct Cli {
     /// Seconds to wait for a database connection before answering 503.
     #[arg(long, env = "WA_GATEWAY_DB_TIMEOUT_SECS", default_value_t = 5)]
     db_timeout_secs: u64,
-
-    /// Longest accepted remaining lifetime of a signup state, in seconds.
-    #[arg(long, env = "WA_GATEWAY_STATE_MAX_TTL_SECS", default_value_t = 86_400)]
-    state_max_ttl_secs: u64,
 
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
     #[arg(long, env = "WA_GATEWAY_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
@@ -86,34 +63,6 @@ struct Cli {
     /// Tests only: `message` origin the /connect demo page accepts instead of *.facebook.com.
     #[arg(long, hide = true)]
     connect_message_origin: Option<String>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Print a signup state for a tenant (what the host app hands to <whatsapp-connect>).
-    MintState {
-        /// The tenant (wa.create_tenant's uuid).
-        #[arg(long)]
-        tenant: Uuid,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 600)]
-        ttl: u64,
-    },
-}
-
-fn state_secret(cli: &Cli) -> Result<Option<StateSecret>, String> {
-    let raw = match (&cli.state_secret, &cli.state_secret_file) {
-        (Some(_), Some(_)) => {
-            return Err("give either --state-secret or --state-secret-file, not both".into());
-        }
-        (Some(s), None) => s.clone(),
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the state secret file {}: {e}", path.display()))?
-            .trim_end_matches(['\n', '\r'])
-            .to_string(),
-        (None, None) => return Ok(None),
-    };
-    StateSecret::new(raw).map(Some)
 }
 
 fn init_logs(format: &str) {
@@ -150,28 +99,6 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let secret = match state_secret(&cli) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("whatsapp-gateway: {e}");
-            return ExitCode::from(2);
-        }
-    };
-
-    if let Some(Command::MintState { tenant, ttl }) = &cli.command {
-        let Some(secret) = secret else {
-            eprintln!(
-                "whatsapp-gateway: mint-state needs the state secret (WA_GATEWAY_STATE_SECRET or --state-secret-file)"
-            );
-            return ExitCode::from(2);
-        };
-        println!(
-            "{}",
-            mint_state(secret.as_bytes(), *tenant, Duration::from_secs(*ttl))
-        );
-        return ExitCode::SUCCESS;
-    }
-
     let allowed_origins = match AllowedOrigins::parse(&cli.allowed_origins) {
         Ok(o) => o,
         Err(e) => {
@@ -187,12 +114,10 @@ fn main() -> ExitCode {
     };
     let config = Config {
         database_url,
-        state_secret: secret,
         assets_dir: cli.assets_dir.clone(),
         max_body_bytes: cli.max_body_bytes,
         pool_size: cli.pool_size,
         db_timeout: Duration::from_secs(cli.db_timeout_secs.max(1)),
-        state_max_ttl: Duration::from_secs(cli.state_max_ttl_secs),
         connect_page: ConnectPage {
             sdk_url: cli.connect_sdk_url.clone(),
             message_origin: cli.connect_message_origin.clone(),
@@ -214,9 +139,6 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, config: Config) -> ExitCode {
-    if config.state_secret.is_none() {
-        tracing::warn!("no state secret configured: POST /signup/exchange will answer 503");
-    }
     if !config.allowed_origins.is_empty() {
         tracing::info!(origins = ?config.allowed_origins, "CORS enabled for /signup/config and /signup/exchange");
     }

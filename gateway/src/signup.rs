@@ -1,6 +1,6 @@
-//! Embedded Signup: the public config the button needs, the code exchange (authorised by a
-//! signed state, never by a tenant id from the browser) and a demo page embedding the
-//! `<whatsapp-connect>` component.
+//! Embedded Signup: the public config the button needs, the code exchange (authorised by the
+//! one-time state the host app minted with `wa.begin_signup`, never by a tenant id from the
+//! browser) and a demo page embedding the `<whatsapp-connect>` component.
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,7 +16,6 @@ use serde_json::Value;
 use crate::db::{DbFailure, SqlError};
 use crate::error::ApiError;
 use crate::server::App;
-use crate::state::verify_state;
 
 /// HTTP status for a refused signup statement.
 pub fn signup_status(e: &SqlError) -> StatusCode {
@@ -94,7 +93,28 @@ fn non_empty(s: Option<String>) -> Option<String> {
     s.map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
 }
 
-/// `POST /signup/exchange` → `wa.exchange_code(tenant from state, code, waba, phone)`.
+/// Why a signup that returned normally did not succeed: a Graph step failed and the extension
+/// recorded it (a tenant being connected goes to state `error`; a re-signup of a connected
+/// tenant stays `connected` and only `signup.last_error` has the failure).
+fn failure_message(status: &Value) -> Option<String> {
+    let signup_error = status
+        .pointer("/signup/last_error")
+        .filter(|e| !e.is_null());
+    let failed =
+        signup_error.is_some() || status.get("state").and_then(Value::as_str) == Some("error");
+    if !failed {
+        return None;
+    }
+    let message = signup_error
+        .or_else(|| status.get("last_error"))
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .unwrap_or("signup failed");
+    Some(message.to_string())
+}
+
+/// `POST /signup/exchange` → `wa.complete_signup(state, code, waba, phone)`: the database
+/// consumes the state (one use, for the tenant it was minted for) and runs the signup.
 pub async fn exchange(
     State(app): State<Arc<App>>,
     body: Result<Json<ExchangeRequest>, JsonRejection>,
@@ -105,18 +125,6 @@ pub async fn exchange(
             "expected a JSON body {\"state\", \"code\", \"waba_id\", \"phone_number_id\"}",
         )
     })?;
-    let Some(secret) = app.config.state_secret.as_ref() else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "signup exchange is not configured on this gateway (no state secret)",
-        ));
-    };
-    let tenant =
-        verify_state(secret.as_bytes(), &req.state, app.config.state_max_ttl).map_err(|e| {
-            app.metrics.exchange("rejected_state");
-            tracing::info!(reason = %e, "signup exchange refused");
-            ApiError::new(StatusCode::UNAUTHORIZED, e.to_string())
-        })?;
     let code = req.code.trim();
     if code.is_empty() {
         app.metrics.exchange("error");
@@ -126,37 +134,41 @@ pub async fn exchange(
     let phone = non_empty(req.phone_number_id);
     let result = one_json(
         &app,
-        "SELECT wa.exchange_code($1::uuid, $2::text, $3::text, $4::text)",
-        &[&tenant, &code, &waba, &phone],
+        "SELECT wa.complete_signup($1::text, $2::text, $3::text, $4::text)",
+        &[&req.state, &code, &waba, &phone],
     )
     .await;
     match result {
         Ok(status) => {
-            let state = status
-                .as_ref()
-                .and_then(|s| s.get("state"))
+            let status = status.unwrap_or(Value::Null);
+            let tenant = status
+                .get("tenant_id")
                 .and_then(Value::as_str)
-                .unwrap_or("unknown");
-            if state == "error" {
-                // A Graph step failed; wa.exchange_code recorded it (state error, last_error)
-                // and returned normally so that the record was committed.
+                .unwrap_or("unknown")
+                .to_string();
+            if let Some(message) = failure_message(&status) {
+                // wa.complete_signup recorded the failure and returned normally so that the
+                // record was committed.
                 app.metrics.exchange("error");
-                let message = status
-                    .as_ref()
-                    .and_then(|s| s.pointer("/last_error/message"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("signup failed")
-                    .to_string();
                 tracing::info!(tenant = %tenant, "signup exchange failed at Meta");
                 return Err(ApiError::new(StatusCode::BAD_GATEWAY, message));
             }
+            let state = status
+                .get("state")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown");
             app.metrics.exchange("ok");
             tracing::info!(tenant = %tenant, waba_id = ?waba, phone_number_id = ?phone, state, "signup exchange done");
-            Ok(Json(status.unwrap_or(Value::Null)).into_response())
+            Ok(Json(status).into_response())
         }
         Err(f) => {
-            app.metrics.exchange("error");
-            tracing::info!(tenant = %tenant, "signup exchange failed");
+            let refused_state = matches!(&f, DbFailure::Sql(e) if e.sqlstate == "28000");
+            app.metrics.exchange(if refused_state {
+                "rejected_state"
+            } else {
+                "error"
+            });
+            tracing::info!(refused_state, "signup exchange failed");
             Err(ApiError::from_db(f, signup_status))
         }
     }
@@ -263,23 +275,38 @@ mod tests {
     }
 
     #[test]
+    fn a_recorded_failure_is_a_failure_even_while_connected() {
+        let ok = serde_json::json!({"state": "connected", "last_error": null,
+                                    "signup": {"completed": true, "last_error": null}});
+        assert_eq!(failure_message(&ok), None);
+        let resignup = serde_json::json!({"state": "connected", "last_error": null,
+            "signup": {"completed": false, "last_error": {"step": "register", "message": "register failed: 503"}}});
+        assert_eq!(
+            failure_message(&resignup).as_deref(),
+            Some("register failed: 503")
+        );
+        let first = serde_json::json!({"state": "error", "last_error": {"message": "expired"}});
+        assert_eq!(failure_message(&first).as_deref(), Some("expired"));
+    }
+
+    #[test]
     fn attributes_are_escaped() {
         assert_eq!(escape_attr(r#"a"><script>"#), "a&quot;&gt;&lt;script&gt;");
         assert!(!plausible_state("v1.x\"onload=alert(1)"));
         assert!(plausible_state(
-            "v1.6f1c2a4e-93b1-4d0e-a7f2-2b8c1d9e0f11.1700000000.abcdef"
+            "wss1.0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
         ));
     }
 
     #[test]
     fn exchange_request_debug_hides_code_and_state() {
         let r = ExchangeRequest {
-            state: "v1.secret".into(),
+            state: "wss1.secret".into(),
             code: "AQB-code".into(),
             waba_id: Some("1".into()),
             phone_number_id: None,
         };
         let s = format!("{r:?}");
-        assert!(!s.contains("AQB-code") && !s.contains("v1.secret"));
+        assert!(!s.contains("AQB-code") && !s.contains("wss1.secret"));
     }
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-use whatsapp_gateway::mint_state;
 
 fn gateway_for(db: &TestDb) -> Gateway {
     Gateway::start(config_for(db.gateway_dsn()))
@@ -278,11 +277,7 @@ fn assets_are_served_and_nothing_outside() {
 fn connect_page_embeds_the_component_with_the_state() {
     let cfg = config_for("host=127.0.0.1 port=1 user=x dbname=x".into());
     let gw = Gateway::start(cfg);
-    let state = mint_state(
-        STATE_SECRET.as_bytes(),
-        uuid::Uuid::new_v4(),
-        Duration::from_secs(600),
-    );
+    let state = "wss1.0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     let r = get(&gw.url(&format!("/connect?state={state}")));
     assert_eq!(r.status, 200);
     assert!(r.body.contains("<whatsapp-connect"), "{}", r.body);
@@ -308,25 +303,58 @@ fn signup_config_has_the_public_values_only() {
     assert!(!r.body.contains(APP_SECRET) && !r.body.contains(VERIFY_TOKEN));
 }
 
+fn exchange(gw: &Gateway, state: &str, s: &graph_sim::Signup) -> Resp {
+    post_json(
+        &gw.url("/signup/exchange"),
+        &json!({"state": state, "code": s.code, "waba_id": s.waba_id, "phone_number_id": s.phone_number_id}),
+    )
+}
+
+fn signup_events(db: &TestDb) -> i64 {
+    db.scalar_i64(
+        "SELECT count(*) FROM wa.account_events
+          WHERE kind LIKE 'signup.%' AND kind <> 'signup.started'",
+    )
+}
+
 #[test]
-fn exchange_with_a_forged_or_expired_state_is_401() {
-    // No database needed: the state is checked first.
-    let gw = Gateway::start(config_for("host=127.0.0.1 port=1 user=x dbname=x".into()));
-    let tenant = uuid::Uuid::new_v4();
-    let forged = mint_state(
-        b"not-the-gateway-secret-at-all",
-        tenant,
-        Duration::from_secs(600),
-    );
-    let expired = whatsapp_gateway::state::mint_state_at(STATE_SECRET.as_bytes(), tenant, 1_000);
-    for state in [forged.as_str(), expired.as_str(), "", "v1.garbage"] {
-        let r = post_json(
-            &gw.url("/signup/exchange"),
-            &json!({"state": state, "code": "AQBx", "waba_id": "1", "phone_number_id": "2"}),
+fn exchange_with_an_unknown_or_expired_state_is_403_and_changes_nothing() {
+    let sim = sim();
+    let db = TestDb::new("su_badstate");
+    let gw = gateway_for(&db);
+    let tenant = db.create_tenant("Refused Florist");
+    let expired = db.begin_signup(tenant);
+    db.superuser()
+        .batch_execute(
+            "UPDATE wa.signup_states SET created_at = now() - interval '11 minutes',
+                    expires_at = now() - interval '1 second'",
+        )
+        .expect("expire the state");
+    let s = sim.signup().expect("sim signup");
+    // The old HMAC-signed format is no authority either: states live in the database only.
+    let old_format = format!("v1.{tenant}.4000000000.{}", "ab".repeat(32));
+    let unknown = format!("wss1.{}", "0".repeat(64));
+    for state in [expired.as_str(), unknown.as_str(), old_format.as_str(), ""] {
+        let r = exchange(&gw, state, &s);
+        assert_eq!(r.status, 403, "{state:?}: {}", r.body);
+        let err = &r.json()["error"];
+        assert_eq!(err["sqlstate"], "28000", "{err}");
+        assert!(
+            err["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("invalid, expired or already used"),
+            "{err}"
         );
-        assert_eq!(r.status, 401, "{state}: {}", r.body);
-        assert!(r.json()["error"]["message"].is_string());
+        assert!(state.is_empty() || !r.body.contains(state), "{}", r.body);
     }
+    assert_eq!(db.connection_status(tenant)["state"], "not_connected");
+    assert_eq!(signup_events(&db), 0);
+    let m = get(&gw.url("/metrics")).body;
+    assert!(
+        m.contains("wa_gateway_signup_exchanges_total{outcome=\"rejected_state\"} 4"),
+        "{m}"
+    );
     // A tenant id from the browser is ignored: only the state names the tenant.
     let r = post_json(
         &gw.url("/signup/exchange"),
@@ -336,20 +364,68 @@ fn exchange_with_a_forged_or_expired_state_is_401() {
 }
 
 #[test]
-fn exchange_without_a_state_secret_is_503() {
-    let mut cfg = config_for("host=127.0.0.1 port=1 user=x dbname=x".into());
-    cfg.state_secret = None;
-    let gw = Gateway::start(cfg);
-    let state = mint_state(
-        STATE_SECRET.as_bytes(),
-        uuid::Uuid::new_v4(),
-        Duration::from_secs(60),
+fn a_state_is_refused_the_second_time_and_changes_nothing() {
+    let sim = sim();
+    let db = TestDb::new("su_replay");
+    let gw = gateway_for(&db);
+    let tenant = db.create_tenant("Once Only Bakery");
+    let state = db.begin_signup(tenant);
+    let s = sim.signup().expect("sim signup");
+    let r = exchange(&gw, &state, &s);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["state"], "connected");
+    let before = db.connection_status(tenant);
+    let events = signup_events(&db);
+    let tokens = db.scalar_i64(
+        "SELECT count(*) FROM wa.credentials WHERE kind IN ('business_token', 'signup_token')",
     );
+    // Replayed with another business's valid code: refused before anything is exchanged.
+    let other = sim.signup().expect("sim signup");
+    let r = exchange(&gw, &state, &other);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["error"]["sqlstate"], "28000");
+    assert_eq!(db.connection_status(tenant), before);
+    assert_eq!(signup_events(&db), events);
+    assert_eq!(
+        db.scalar_i64(
+            "SELECT count(*) FROM wa.credentials WHERE kind IN ('business_token', 'signup_token')"
+        ),
+        tokens
+    );
+    assert_eq!(
+        db.scalar_i64(&format!(
+            "SELECT count(*) FROM wa.routes WHERE external_id IN ('{}', '{}')",
+            other.waba_id, other.phone_number_id
+        )),
+        0
+    );
+}
+
+#[test]
+fn a_state_connects_the_tenant_it_was_minted_for_only() {
+    let sim = sim();
+    let db = TestDb::new("su_bound");
+    let gw = gateway_for(&db);
+    let a = db.create_tenant("Tenant A");
+    let b = db.create_tenant("Tenant B");
+    let state = db.begin_signup(a);
+    let s = sim.signup().expect("sim signup");
+    // Whatever else the browser sends, the state decides the tenant.
     let r = post_json(
         &gw.url("/signup/exchange"),
-        &json!({"state": state, "code": "AQBx"}),
+        &json!({"state": state, "code": s.code, "waba_id": s.waba_id,
+                "phone_number_id": s.phone_number_id, "tenant_id": b.to_string()}),
     );
-    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["tenant_id"], a.to_string());
+    assert_eq!(db.connection_status(a)["state"], "connected");
+    assert_eq!(db.connection_status(b)["state"], "not_connected");
+    assert_eq!(
+        db.scalar_i64(&format!(
+            "SELECT count(*) FROM wa.routes WHERE tenant_id = '{b}'"
+        )),
+        0
+    );
 }
 
 #[test]
@@ -359,7 +435,7 @@ fn exchange_against_graph_sim_connects_the_tenant() {
     let gw = gateway_for(&db);
     let tenant = db.create_tenant("Acme Flowers");
     let s = sim.signup().expect("sim signup");
-    let state = mint_state(STATE_SECRET.as_bytes(), tenant, Duration::from_secs(600));
+    let state = db.begin_signup(tenant);
     let r = post_json(
         &gw.url("/signup/exchange"),
         &json!({"state": state, "code": s.code, "waba_id": s.waba_id, "phone_number_id": s.phone_number_id}),
@@ -385,7 +461,7 @@ fn exchange_with_an_expired_code_is_a_clear_4xx_and_state_error() {
         .signup_with(json!({"code_ttl_secs": 0.05}))
         .expect("sim signup");
     std::thread::sleep(Duration::from_millis(200));
-    let state = mint_state(STATE_SECRET.as_bytes(), tenant, Duration::from_secs(600));
+    let state = db.begin_signup(tenant);
     let r = post_json(
         &gw.url("/signup/exchange"),
         &json!({"state": state, "code": s.code, "waba_id": s.waba_id, "phone_number_id": s.phone_number_id}),
@@ -396,7 +472,7 @@ fn exchange_with_an_expired_code_is_a_clear_4xx_and_state_error() {
         r.status,
         r.body
     );
-    // The Graph step failed: wa.exchange_code recorded it and the gateway reports it as a
+    // The Graph step failed: wa.complete_signup recorded it and the gateway reports it as a
     // bad gateway answer with the recorded message (there is no SQL error to report).
     assert_eq!(r.status, 502, "{}", r.body);
     let err = &r.json()["error"];
@@ -494,9 +570,9 @@ fn cors_exchange_and_config_from_a_listed_origin_carry_the_header() {
         "POST",
         &gw.url("/signup/exchange"),
         &[("content-type", "application/json"), ("origin", APP_ORIGIN)],
-        serde_json::to_vec(&json!({"state": "v1.garbage", "code": "AQBx"})).expect("json"),
+        serde_json::to_vec(&json!({"state": "wss1.garbage", "code": "AQBx"})).expect("json"),
     );
-    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(r.header("access-control-allow-origin"), Some(APP_ORIGIN));
     assert!(r.header("vary").is_some());
     assert!(r.header("access-control-allow-credentials").is_none());
@@ -531,7 +607,7 @@ fn cors_exchange_against_graph_sim_from_a_listed_origin() {
     let gw = cors_gateway(db.gateway_dsn());
     let tenant = db.create_tenant("Cross Origin Cafe");
     let s = sim.signup().expect("sim signup");
-    let state = mint_state(STATE_SECRET.as_bytes(), tenant, Duration::from_secs(600));
+    let state = db.begin_signup(tenant);
     let r = http(
         "POST",
         &gw.url("/signup/exchange"),

@@ -1,13 +1,23 @@
 //! Embedded Signup: code exchange → confirm access to the WABA → subscribe to its webhooks →
 //! register the number → fetch its details → connected.
 //!
-//! Each step's completion is recorded in `wa.signups`; calling `wa.exchange_code` again after
-//! a failure resumes at the step that failed. The business token never passes through SQL
-//! text: it comes from the Graph API into this module and goes into `wa.credentials`
-//! encrypted. A failing step does not raise: it is recorded (tenant state `error`, the Graph
-//! error in `last_error`) and the connection status is returned, so the record survives.
+//! Each step's completion is recorded in `wa.signups`; calling `wa.exchange_code` (or
+//! `wa.complete_signup` with a new state) again after a failure resumes at the step that
+//! failed. The business token never passes through SQL text: it comes from the Graph API into
+//! this module and goes into `wa.credentials` encrypted. A failing step does not raise: it is
+//! recorded (the Graph error in `wa.signups.last_error` and a `signup.failed` account event)
+//! and the connection status is returned, so the record survives.
+//!
+//! A tenant that is not connected when its signup starts goes `pending`, `error` when a step
+//! fails, and `connected` at the end. A re-signup of a connected (or `action_required`)
+//! tenant changes nothing of the current connection until every step succeeded: the new token
+//! and PIN are kept aside (`signup_token`, `signup_pin`), the WABA, numbers and routes are not
+//! touched and the tenant's state stays as it is, so the worker keeps sending with the old
+//! token. Only at the end are they promoted and the connection stored.
 
-use crate::connect::{business_token, require_meta_id, seal_token};
+mod state;
+
+use crate::connect::{require_meta_id, seal_token};
 use crate::error::{OrRaise, WaError, WaResult};
 use crate::{app_config, guc, keys, send};
 use pgrx::prelude::*;
@@ -26,6 +36,43 @@ struct Progress {
     registered: bool,
     info: bool,
     completed: bool,
+    keeps_connection: bool,
+}
+
+/// One call's signup: the tenant, the attempt (the signup state consumed by
+/// `wa.complete_signup`; none for `wa.exchange_code`) and whether the current connection is
+/// kept until the signup completes.
+struct Run {
+    tenant: pgrx::Uuid,
+    attempt: Option<pgrx::Uuid>,
+    keeps_connection: bool,
+}
+
+impl Run {
+    /// Where the new token goes: the live credential, or aside until the signup completes.
+    fn token_kind(&self) -> &'static str {
+        if self.keeps_connection {
+            "signup_token"
+        } else {
+            "business_token"
+        }
+    }
+
+    fn pin_kind(&self) -> &'static str {
+        if self.keeps_connection {
+            "signup_pin"
+        } else {
+            "registration_pin"
+        }
+    }
+
+    /// The detail of the account events this call writes.
+    fn event_detail(&self) -> Value {
+        match self.attempt {
+            Some(a) => json!({ "signup_attempt_id": a.to_string() }),
+            None => json!({}),
+        }
+    }
 }
 
 /// A Graph API client from the `wa.*` settings, for calls made inside a SQL call.
@@ -51,7 +98,8 @@ fn load(tenant: pgrx::Uuid) -> WaResult<Progress> {
             .update(
                 "SELECT code_sha256, waba_id, phone_number_id, token_at IS NOT NULL,
                         access_checked_at IS NOT NULL, subscribed_at IS NOT NULL,
-                        registered_at IS NOT NULL, info_at IS NOT NULL, completed_at IS NOT NULL
+                        registered_at IS NOT NULL, info_at IS NOT NULL, completed_at IS NOT NULL,
+                        keeps_connection
                    FROM wa.signups WHERE tenant_id = $1 FOR UPDATE",
                 None,
                 &[tenant.into()],
@@ -67,28 +115,49 @@ fn load(tenant: pgrx::Uuid) -> WaResult<Progress> {
             registered: row.get(7)?.unwrap_or(false),
             info: row.get(8)?.unwrap_or(false),
             completed: row.get(9)?.unwrap_or(false),
+            keeps_connection: row.get(10)?.unwrap_or(false),
         })
     })
 }
 
-fn mark(tenant: pgrx::Uuid, column: &str) -> WaResult<()> {
+/// Forgets a signup's progress, so that the next step is the code exchange.
+fn reset(tenant: pgrx::Uuid) -> WaResult<()> {
+    Spi::run_with_args(
+        "UPDATE wa.signups SET token_at = NULL, access_checked_at = NULL, subscribed_at = NULL,
+                registered_at = NULL, info_at = NULL, completed_at = NULL, last_error = NULL,
+                waba_id = NULL, phone_number_id = NULL
+          WHERE tenant_id = $1",
+        &[tenant.into()],
+    )?;
+    Spi::run_with_args(
+        "DELETE FROM wa.credentials WHERE tenant_id = $1 AND kind IN ('signup_token', 'signup_pin')",
+        &[tenant.into()],
+    )?;
+    Ok(())
+}
+
+fn mark(run: &Run, column: &str) -> WaResult<()> {
     // `column` is one of our own constant column names, never input.
     Spi::run_with_args(
         &format!(
             "UPDATE wa.signups SET {column} = pg_catalog.now(), updated_at = pg_catalog.now(), last_error = NULL
               WHERE tenant_id = $1"
         ),
-        &[tenant.into()],
+        &[run.tenant.into()],
     )?;
     Spi::run_with_args(
-        "INSERT INTO wa.account_events (tenant_id, kind, detail) VALUES ($1, $2, '{}')",
-        &[tenant.into(), format!("signup.{column}").into()],
+        "INSERT INTO wa.account_events (tenant_id, kind, detail) VALUES ($1, $2, $3)",
+        &[
+            run.tenant.into(),
+            format!("signup.{column}").into(),
+            pgrx::JsonB(run.event_detail()).into(),
+        ],
     )?;
     Ok(())
 }
 
-/// Records a failed step: tenant state `error` with the Graph error.
-fn fail(tenant: pgrx::Uuid, step: &str, e: &ApiError) -> WaResult<()> {
+/// Records a failed step with the Graph error.
+fn fail(run: &Run, step: &str, e: &ApiError) -> WaResult<()> {
     let mut detail = e.to_json();
     detail["step"] = json!(step);
     let expired = e.graph_error().is_some_and(|g| {
@@ -99,14 +168,28 @@ fn fail(tenant: pgrx::Uuid, step: &str, e: &ApiError) -> WaResult<()> {
     } else {
         format!("{step} failed: {e}")
     });
-    record_failure(tenant, detail)
+    record_failure(run, detail)
 }
 
-fn record_failure(tenant: pgrx::Uuid, detail: Value) -> WaResult<()> {
+/// Records a failure in `wa.signups.last_error` and a `signup.failed` account event. A
+/// tenant being connected goes to state `error`; a re-signup leaves the connection as it is.
+fn record_failure(run: &Run, mut detail: Value) -> WaResult<()> {
+    if let Some(a) = run.attempt {
+        detail["signup_attempt_id"] = json!(a.to_string());
+    }
+    let tenant = run.tenant;
     Spi::run_with_args(
         "UPDATE wa.signups SET last_error = $2, updated_at = pg_catalog.now() WHERE tenant_id = $1",
         &[tenant.into(), pgrx::JsonB(detail.clone()).into()],
     )?;
+    if run.keeps_connection {
+        Spi::run_with_args(
+            "INSERT INTO wa.account_events (tenant_id, kind, detail) VALUES ($1, 'signup.failed', $2)",
+            &[tenant.into(), pgrx::JsonB(detail).into()],
+        )?;
+        // The connection did not change: nothing to notify.
+        return Ok(());
+    }
     Spi::run_with_args(
         "WITH t AS (UPDATE wa.tenants SET state = 'error', last_error = $2, updated_at = pg_catalog.now()
                      WHERE tenant_id = $1 RETURNING tenant_id)
@@ -118,8 +201,10 @@ fn record_failure(tenant: pgrx::Uuid, detail: Value) -> WaResult<()> {
 
 fn notify(tenant: pgrx::Uuid, state: &str) -> WaResult<()> {
     Spi::run_with_args(
-        "SELECT pg_catalog.pg_notify('wa_events', json_build_object('kind', 'connection.changed',
-                'state', $2::text, 'tenant_id', $1, 'conversation_id', NULL, 'message_id', NULL)::text)",
+        "SELECT pg_catalog.pg_notify(t.events_channel, pg_catalog.json_build_object(
+                'kind', 'connection.changed', 'state', $2::text, 'tenant_id', t.tenant_id,
+                'conversation_id', NULL, 'message_id', NULL)::text)
+           FROM wa.tenants t WHERE t.tenant_id OPERATOR(pg_catalog.=) $1",
         &[tenant.into(), state.into()],
     )?;
     Ok(())
@@ -130,19 +215,72 @@ fn status(tenant: pgrx::Uuid) -> WaResult<pgrx::JsonB> {
         .ok_or_else(|| WaError::Internal("no connection status".into()))
 }
 
+/// The connection status with the signup's own outcome under `signup`: a re-signup that
+/// failed leaves the tenant `connected`, and only `signup.last_error` says that it failed.
+fn result(tenant: pgrx::Uuid) -> WaResult<pgrx::JsonB> {
+    let mut s = status(tenant)?;
+    let signup = Spi::get_one_with_args::<pgrx::JsonB>(
+        "SELECT pg_catalog.jsonb_build_object('signup_attempt_id', signup_attempt_id,
+                'keeps_connection', keeps_connection, 'completed', completed_at IS NOT NULL,
+                'last_error', last_error)
+           FROM wa.signups WHERE tenant_id = $1",
+        &[tenant.into()],
+    )?;
+    s.0["signup"] = signup.map(|j| j.0).unwrap_or(Value::Null);
+    Ok(s)
+}
+
 fn random_pin() -> WaResult<String> {
     let mut b = [0u8; 4];
     getrandom::fill(&mut b).map_err(|_| WaError::Internal("no randomness for a PIN".into()))?;
     Ok(format!("{:06}", u32::from_le_bytes(b) % 1_000_000))
 }
 
-fn exchange(
-    tenant: pgrx::Uuid,
-    code: &str,
-    waba: Option<&str>,
-    phone: Option<&str>,
-) -> WaResult<pgrx::JsonB> {
-    Spi::run_with_args("SELECT wa._authorize_tenant($1)", &[tenant.into()])?;
+/// Encrypts a secret of a tenant bound to its row (`<tenant>/<kind>`).
+fn seal(tenant: pgrx::Uuid, kind: &str, plain: &[u8]) -> WaResult<(Vec<u8>, String)> {
+    let ring = keys::keyring()?;
+    let sealed = ring
+        .encrypt(&keys::credential_aad(&tenant.to_string(), kind), plain)
+        .map_err(|e| WaError::Internal(e.to_string()))?;
+    Ok((sealed, ring.active_key_id().to_string()))
+}
+
+/// A stored secret of a tenant in plaintext, if there is one.
+fn open(tenant: pgrx::Uuid, kind: &str) -> WaResult<Option<zeroize::Zeroizing<Vec<u8>>>> {
+    let Some(envelope) = Spi::get_one_with_args::<Vec<u8>>(
+        "SELECT ciphertext FROM wa.credentials WHERE tenant_id = $1 AND kind = $2",
+        &[tenant.into(), kind.into()],
+    )?
+    else {
+        return Ok(None);
+    };
+    let ring = keys::keyring()?;
+    let plain = ring
+        .decrypt(&keys::credential_aad(&tenant.to_string(), kind), &envelope)
+        .map_err(|e| keys::decrypt_error(&format!("the {kind} of tenant {tenant}"), e))?;
+    Ok(Some(plain))
+}
+
+fn open_token(run: &Run) -> WaResult<zeroize::Zeroizing<String>> {
+    let plain = open(run.tenant, run.token_kind())?.ok_or_else(|| WaError::NotReady {
+        message: format!("the signup of tenant {} has no token", run.tenant),
+        hint: "Start the signup again.".into(),
+    })?;
+    let text = String::from_utf8(plain.to_vec())
+        .map_err(|_| WaError::Internal("stored token is not UTF-8".into()))?;
+    Ok(zeroize::Zeroizing::new(text))
+}
+
+fn has_credential(tenant: pgrx::Uuid, kind: &str) -> WaResult<bool> {
+    Ok(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM wa.credentials WHERE tenant_id = $1 AND kind = $2)",
+        &[tenant.into(), kind.into()],
+    )?
+    .unwrap_or(false))
+}
+
+/// The shape of an Embedded Signup call's arguments, checked before anything is spent.
+fn validate(code: &str, waba: Option<&str>, phone: Option<&str>) -> WaResult<()> {
     if code.trim().is_empty() || code.len() > 2048 || !code.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(WaError::invalid("code is not an Embedded Signup code"));
     }
@@ -152,25 +290,119 @@ fn exchange(
     if let Some(p) = phone {
         require_meta_id("phone_number_id", p)?;
     }
+    Ok(())
+}
+
+/// The end of a re-signup: the new token becomes the business token, the WABA, number and
+/// routes are stored (state `connected`), the new PIN becomes the registration PIN.
+fn promote(run: &Run, waba: &str, phone: Option<&str>) -> WaResult<()> {
+    let tenant = run.tenant;
+    let token = open_token(run)?;
+    let (sealed, key_id) = seal_token(&tenant.to_string(), &token)?;
+    Spi::run_with_args(
+        "SELECT wa._store_connection($1, $2, $3, $4, $5, 'embedded_signup', 'connected')",
+        &[
+            tenant.into(),
+            waba.into(),
+            phone.into(),
+            sealed.into(),
+            key_id.into(),
+        ],
+    )?;
+    Spi::run_with_args(
+        "UPDATE wa.credentials b SET expires_at = s.expires_at
+           FROM wa.credentials s
+          WHERE b.tenant_id = $1 AND b.kind = 'business_token'
+            AND s.tenant_id = $1 AND s.kind = 'signup_token'",
+        &[tenant.into()],
+    )?;
+    Spi::run_with_args(
+        "UPDATE wa.wabas SET subscribed_at = pg_catalog.now() WHERE tenant_id = $1 AND waba_id = $2",
+        &[tenant.into(), waba.into()],
+    )?;
+    if let Some(phone) = phone
+        && let Some(pin) = open(tenant, "signup_pin")?
+    {
+        let (sealed, key_id) = seal(tenant, "registration_pin", &pin)?;
+        Spi::run_with_args(
+            "INSERT INTO wa.credentials (tenant_id, kind, ciphertext, key_id, source)
+             VALUES ($1, 'registration_pin', $2, $3, 'embedded_signup')
+             ON CONFLICT (tenant_id, kind) DO UPDATE
+                SET ciphertext = EXCLUDED.ciphertext, key_id = EXCLUDED.key_id, updated_at = pg_catalog.now()",
+            &[tenant.into(), sealed.into(), key_id.into()],
+        )?;
+        Spi::run_with_args(
+            "UPDATE wa.phone_numbers SET registration_status = 'registered', registered_at = pg_catalog.now(),
+                    updated_at = pg_catalog.now()
+              WHERE tenant_id = $1 AND phone_number_id = $2",
+            &[tenant.into(), phone.into()],
+        )?;
+    }
+    Spi::run_with_args(
+        "DELETE FROM wa.credentials WHERE tenant_id = $1 AND kind IN ('signup_token', 'signup_pin')",
+        &[tenant.into()],
+    )?;
+    Ok(())
+}
+
+fn exchange(
+    tenant: pgrx::Uuid,
+    code: &str,
+    waba: Option<&str>,
+    phone: Option<&str>,
+    attempt: Option<pgrx::Uuid>,
+) -> WaResult<pgrx::JsonB> {
+    Spi::run_with_args("SELECT wa._authorize_tenant($1)", &[tenant.into()])?;
+    validate(code, waba, phone)?;
     let code_hash = hex::encode(Sha256::digest(code.as_bytes()));
     let mut p = load(tenant)?;
-    if p.completed && p.code_sha256.as_deref() != Some(&code_hash) {
-        // A new signup for an already connected tenant (another number, a reconnect).
-        Spi::run_with_args(
-            "UPDATE wa.signups SET token_at = NULL, access_checked_at = NULL, subscribed_at = NULL,
-                    registered_at = NULL, info_at = NULL, completed_at = NULL, last_error = NULL,
-                    waba_id = NULL, phone_number_id = NULL
-              WHERE tenant_id = $1",
-            &[tenant.into()],
-        )?;
+    let token_kind = if p.keeps_connection {
+        "signup_token"
+    } else {
+        "business_token"
+    };
+    if (p.completed && p.code_sha256.as_deref() != Some(&code_hash))
+        || (p.token && !p.completed && !has_credential(tenant, token_kind)?)
+    {
+        // A new signup for an already connected tenant (another number, a reconnect), or
+        // one whose token is gone (the tenant was disconnected meanwhile): from the start.
+        reset(tenant)?;
         p = load(tenant)?;
     }
-    if !p.token && p.code_sha256.as_deref() != Some(&code_hash) {
+    if p.completed && p.keeps_connection {
+        // This re-signup is done and promoted; the same code again changes nothing.
+        return result(tenant);
+    }
+    if !p.token {
+        // The signup starts here: a connected tenant stays connected until it completes.
+        let keeps = Spi::get_one_with_args::<bool>(
+            "SELECT state IN ('connected', 'action_required') FROM wa.tenants WHERE tenant_id = $1",
+            &[tenant.into()],
+        )?
+        .unwrap_or(false);
         Spi::run_with_args(
-            "UPDATE wa.signups SET code_sha256 = $2 WHERE tenant_id = $1",
-            &[tenant.into(), code_hash.as_str().into()],
+            "UPDATE wa.signups SET keeps_connection = $2 WHERE tenant_id = $1",
+            &[tenant.into(), keeps.into()],
+        )?;
+        p.keeps_connection = keeps;
+        if p.code_sha256.as_deref() != Some(&code_hash) {
+            Spi::run_with_args(
+                "UPDATE wa.signups SET code_sha256 = $2 WHERE tenant_id = $1",
+                &[tenant.into(), code_hash.as_str().into()],
+            )?;
+        }
+    }
+    if let Some(a) = attempt {
+        Spi::run_with_args(
+            "UPDATE wa.signups SET signup_attempt_id = $2 WHERE tenant_id = $1",
+            &[tenant.into(), a.into()],
         )?;
     }
+    let run = Run {
+        tenant,
+        attempt,
+        keeps_connection: p.keeps_connection,
+    };
     // The browser's session info names the WABA and number; keep what we learn.
     let waba = waba.map(str::to_owned).or(p.waba.clone());
     let phone = phone.map(str::to_owned).or(p.phone.clone());
@@ -178,11 +410,13 @@ fn exchange(
         "UPDATE wa.signups SET waba_id = $2, phone_number_id = $3, updated_at = pg_catalog.now() WHERE tenant_id = $1",
         &[tenant.into(), waba.clone().into(), phone.clone().into()],
     )?;
-    Spi::run_with_args(
-        "UPDATE wa.tenants SET state = 'pending', updated_at = pg_catalog.now()
-          WHERE tenant_id = $1 AND state IN ('not_connected', 'disconnected', 'error')",
-        &[tenant.into()],
-    )?;
+    if !run.keeps_connection {
+        Spi::run_with_args(
+            "UPDATE wa.tenants SET state = 'pending', updated_at = pg_catalog.now()
+              WHERE tenant_id = $1 AND state IN ('not_connected', 'disconnected', 'error')",
+            &[tenant.into()],
+        )?;
+    }
     let graph = client();
     let app_id = Spi::get_one::<String>("SELECT app_id FROM wa.app_config")?.ok_or_else(|| WaError::NotReady {
         message: "the Meta app is not configured".into(),
@@ -196,26 +430,33 @@ fn exchange(
     if !p.token {
         match graph.exchange_code(&app_id, &secret, code, None) {
             Ok(t) => {
-                let (sealed, key_id) = seal_token(&tenant.to_string(), t.access_token.expose())?;
+                let (sealed, key_id) =
+                    seal(tenant, run.token_kind(), t.access_token.expose().as_bytes())?;
                 Spi::run_with_args(
                     "INSERT INTO wa.credentials (tenant_id, kind, ciphertext, key_id, source, expires_at)
-                     VALUES ($1, 'business_token', $2, $3, 'embedded_signup',
-                             CASE WHEN $4::bigint > 0 THEN pg_catalog.now() + $4::bigint * interval '1 second' END)
+                     VALUES ($1, $2, $3, $4, 'embedded_signup',
+                             CASE WHEN $5::bigint > 0 THEN pg_catalog.now() + $5::bigint * interval '1 second' END)
                      ON CONFLICT (tenant_id, kind) DO UPDATE
                         SET ciphertext = EXCLUDED.ciphertext, key_id = EXCLUDED.key_id,
                             source = EXCLUDED.source, expires_at = EXCLUDED.expires_at,
                             updated_at = pg_catalog.now()",
-                    &[tenant.into(), sealed.into(), key_id.into(), t.expires_in.unwrap_or(0).into()],
+                    &[
+                        tenant.into(),
+                        run.token_kind().into(),
+                        sealed.into(),
+                        key_id.into(),
+                        t.expires_in.unwrap_or(0).into(),
+                    ],
                 )?;
-                mark(tenant, "token_at")?;
+                mark(&run, "token_at")?;
             }
             Err(e) => {
-                fail(tenant, "token_exchange", &e)?;
-                return status(tenant);
+                fail(&run, "token_exchange", &e)?;
+                return result(tenant);
             }
         }
     }
-    let token = business_token(&tenant.to_string())?;
+    let token = open_token(&run)?;
 
     // 2. Confirm the token reaches the WABA (and find it and the number if not given).
     let mut waba = waba;
@@ -230,17 +471,17 @@ fn exchange(
                         .map(|s| s.to_string())
                 }
                 Err(e) => {
-                    fail(tenant, "debug_token", &e)?;
-                    return status(tenant);
+                    fail(&run, "debug_token", &e)?;
+                    return result(tenant);
                 }
             }
         }
         let Some(w) = waba.clone() else {
             record_failure(
-                tenant,
+                &run,
                 json!({"step": "access", "message": "the token grants access to no WhatsApp Business Account"}),
             )?;
-            return status(tenant);
+            return result(tenant);
         };
         match graph.list_phone_numbers(&w, &token) {
             Ok(numbers) => {
@@ -249,36 +490,55 @@ fn exchange(
                     && !ids.contains(p)
                 {
                     record_failure(
-                        tenant,
+                        &run,
                         json!({"step": "access", "message": format!("phone number {p} is not in WABA {w}")}),
                     )?;
-                    return status(tenant);
+                    return result(tenant);
                 }
                 if phone.is_none() && ids.len() == 1 {
                     phone = ids.first().cloned();
                 }
             }
             Err(e) => {
-                fail(tenant, "access", &e)?;
-                return status(tenant);
+                fail(&run, "access", &e)?;
+                return result(tenant);
             }
         }
-        let (sealed, key_id) = seal_token(&tenant.to_string(), &token)?;
-        Spi::run_with_args(
-            "SELECT wa._store_connection($1, $2, $3, $4, $5, 'embedded_signup', 'pending')",
-            &[
-                tenant.into(),
-                w.as_str().into(),
-                phone.clone().into(),
-                sealed.into(),
-                key_id.into(),
-            ],
-        )?;
+        if run.keeps_connection {
+            // Nothing is stored before the end; but a WABA or number of another tenant would
+            // fail then, so it fails now.
+            let taken = Spi::get_one_with_args::<bool>(
+                "SELECT EXISTS (SELECT 1 FROM wa.routes r
+                                 WHERE (r.kind, r.external_id) IN (('waba', $2), ('phone_number', $3))
+                                   AND r.tenant_id <> $1)",
+                &[tenant.into(), w.as_str().into(), phone.clone().into()],
+            )?
+            .unwrap_or(false);
+            if taken {
+                record_failure(
+                    &run,
+                    json!({"step": "access", "message": format!("WABA {w} or its phone number is already connected to another tenant")}),
+                )?;
+                return result(tenant);
+            }
+        } else {
+            let (sealed, key_id) = seal_token(&tenant.to_string(), &token)?;
+            Spi::run_with_args(
+                "SELECT wa._store_connection($1, $2, $3, $4, $5, 'embedded_signup', 'pending')",
+                &[
+                    tenant.into(),
+                    w.as_str().into(),
+                    phone.clone().into(),
+                    sealed.into(),
+                    key_id.into(),
+                ],
+            )?;
+        }
         Spi::run_with_args(
             "UPDATE wa.signups SET waba_id = $2, phone_number_id = $3 WHERE tenant_id = $1",
             &[tenant.into(), w.as_str().into(), phone.clone().into()],
         )?;
-        mark(tenant, "access_checked_at")?;
+        mark(&run, "access_checked_at")?;
     }
     let Some(waba) = waba else {
         return Err(WaError::Internal("signup lost its WABA".into()));
@@ -288,87 +548,109 @@ fn exchange(
     if !p.subscribed {
         match graph.subscribe_app(&waba, &token) {
             Ok(()) => {
-                Spi::run_with_args(
-                    "UPDATE wa.wabas SET subscribed_at = pg_catalog.now() WHERE tenant_id = $1 AND waba_id = $2",
-                    &[tenant.into(), waba.as_str().into()],
-                )?;
-                mark(tenant, "subscribed_at")?;
+                if !run.keeps_connection {
+                    Spi::run_with_args(
+                        "UPDATE wa.wabas SET subscribed_at = pg_catalog.now() WHERE tenant_id = $1 AND waba_id = $2",
+                        &[tenant.into(), waba.as_str().into()],
+                    )?;
+                }
+                mark(&run, "subscribed_at")?;
             }
             Err(e) => {
-                fail(tenant, "subscribe", &e)?;
-                return status(tenant);
+                fail(&run, "subscribe", &e)?;
+                return result(tenant);
             }
         }
     }
 
     // FINISH_ONLY_WABA: connected as far as it goes; the number comes later.
     let Some(phone) = phone else {
+        if run.keeps_connection {
+            // The tenant keeps its numbers: it stays connected.
+            promote(&run, &waba, None)?;
+            mark(&run, "completed_at")?;
+            notify(tenant, "connected")?;
+            return result(tenant);
+        }
         Spi::run_with_args(
             "UPDATE wa.tenants SET state = 'pending', last_error = NULL, updated_at = pg_catalog.now() WHERE tenant_id = $1",
             &[tenant.into()],
         )?;
-        mark(tenant, "completed_at")?;
+        mark(&run, "completed_at")?;
         notify(tenant, "pending")?;
-        return status(tenant);
+        return result(tenant);
     };
 
     // 4. Register the number for Cloud API with a two-step verification PIN we keep.
     if !p.registered {
         let pin = random_pin()?;
-        let ring = keys::keyring()?;
-        let sealed = ring
-            .encrypt(
-                &keys::credential_aad(&tenant.to_string(), "registration_pin"),
-                pin.as_bytes(),
-            )
-            .map_err(|e| WaError::Internal(e.to_string()))?;
+        let (sealed, key_id) = seal(tenant, run.pin_kind(), pin.as_bytes())?;
         match graph.register_phone(&phone, &token, &pin) {
             Ok(()) => {
                 Spi::run_with_args(
                     "INSERT INTO wa.credentials (tenant_id, kind, ciphertext, key_id, source)
-                     VALUES ($1, 'registration_pin', $2, $3, 'embedded_signup')
+                     VALUES ($1, $2, $3, $4, 'embedded_signup')
                      ON CONFLICT (tenant_id, kind) DO UPDATE
                         SET ciphertext = EXCLUDED.ciphertext, key_id = EXCLUDED.key_id, updated_at = pg_catalog.now()",
-                    &[tenant.into(), sealed.into(), ring.active_key_id().into()],
+                    &[
+                        tenant.into(),
+                        run.pin_kind().into(),
+                        sealed.into(),
+                        key_id.into(),
+                    ],
                 )?;
-                Spi::run_with_args(
-                    "UPDATE wa.phone_numbers SET registration_status = 'registered', registered_at = pg_catalog.now(),
-                            updated_at = pg_catalog.now()
-                      WHERE tenant_id = $1 AND phone_number_id = $2",
-                    &[tenant.into(), phone.as_str().into()],
-                )?;
-                mark(tenant, "registered_at")?;
+                if !run.keeps_connection {
+                    Spi::run_with_args(
+                        "UPDATE wa.phone_numbers SET registration_status = 'registered', registered_at = pg_catalog.now(),
+                                updated_at = pg_catalog.now()
+                          WHERE tenant_id = $1 AND phone_number_id = $2",
+                        &[tenant.into(), phone.as_str().into()],
+                    )?;
+                }
+                mark(&run, "registered_at")?;
             }
             Err(e) => {
-                fail(tenant, "register", &e)?;
-                return status(tenant);
+                fail(&run, "register", &e)?;
+                return result(tenant);
             }
         }
     }
 
-    // 5. What the number looks like now.
+    // 5. What the number looks like now. (A re-signup stores the connection first: the
+    //    number may be new to this tenant.)
+    let mut promoted = false;
     if !p.info {
         match graph.phone_number_info(&phone, &token) {
             Ok(n) => {
+                if run.keeps_connection {
+                    promote(&run, &waba, Some(&phone))?;
+                    promoted = true;
+                }
                 store_number_info(tenant, &phone, &n)?;
-                mark(tenant, "info_at")?;
+                mark(&run, "info_at")?;
             }
             Err(e) => {
-                fail(tenant, "phone_number_info", &e)?;
-                return status(tenant);
+                fail(&run, "phone_number_info", &e)?;
+                return result(tenant);
             }
         }
     }
 
-    Spi::run_with_args(
-        "UPDATE wa.tenants SET state = 'connected', last_error = NULL, updated_at = pg_catalog.now() WHERE tenant_id = $1",
-        &[tenant.into()],
-    )?;
-    Spi::run_with_args("SELECT wa._release_held($1)", &[tenant.into()])?;
-    send::wake::on_commit();
-    mark(tenant, "completed_at")?;
+    if run.keeps_connection {
+        if !promoted {
+            promote(&run, &waba, Some(&phone))?;
+        }
+    } else {
+        Spi::run_with_args(
+            "UPDATE wa.tenants SET state = 'connected', last_error = NULL, updated_at = pg_catalog.now() WHERE tenant_id = $1",
+            &[tenant.into()],
+        )?;
+        Spi::run_with_args("SELECT wa._release_held($1)", &[tenant.into()])?;
+        send::wake::on_commit();
+    }
+    mark(&run, "completed_at")?;
     notify(tenant, "connected")?;
-    status(tenant)
+    result(tenant)
 }
 
 /// Stores what the Graph API says about a number (display number, name, quality, limits).
@@ -404,8 +686,10 @@ pub(crate) fn store_number_info(
 /// Completes Embedded Signup for a tenant with the code the front end received: exchanges it
 /// for the business token (stored encrypted), checks access to the WABA, subscribes the app to
 /// its webhooks, registers the number and fetches its details. Safe to call again: finished
-/// steps are not redone. Returns the connection status (state `error` and `last_error` when a
-/// step failed).
+/// steps are not redone. Returns the connection status with the signup's outcome under
+/// `signup` (for a tenant not connected yet, state `error` and `last_error` when a step
+/// failed; a re-signup of a connected tenant stays `connected` and reports the failure in
+/// `signup.last_error`). For administrators; the gateway calls `wa.complete_signup`.
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn exchange_code(
@@ -414,5 +698,5 @@ fn exchange_code(
     waba_id: default!(Option<&str>, "NULL"),
     phone_number_id: default!(Option<&str>, "NULL"),
 ) -> pgrx::JsonB {
-    exchange(tenant_id, code, waba_id, phone_number_id).or_raise()
+    exchange(tenant_id, code, waba_id, phone_number_id, None).or_raise()
 }

@@ -21,7 +21,6 @@ pub const APP_ID: &str = "1234567890123456";
 pub const APP_SECRET: &str = "gw-test-app-secret";
 pub const VERIFY_TOKEN: &str = "gw-test-verify-token";
 pub const CONFIG_ID: &str = "987654321012345";
-pub const STATE_SECRET: &str = "gw-test-state-secret-0123456789abcdef";
 /// The login role the gateway runs as: a member of wa_admin, not a superuser.
 pub const GATEWAY_ROLE: &str = "wa_gateway_test";
 
@@ -110,6 +109,20 @@ impl TestDb {
         uuid::Uuid::parse_str(&s).expect("uuid")
     }
 
+    /// What the host app does before showing the signup page: a one-time state for `tenant`.
+    pub fn begin_signup(&self, tenant: uuid::Uuid) -> String {
+        let row = self
+            .superuser()
+            .query_one(
+                "SELECT wa.begin_signup($1::text::uuid)::text",
+                &[&tenant.to_string()],
+            )
+            .expect("begin_signup");
+        let s: String = row.get(0);
+        let v: Value = serde_json::from_str(&s).expect("json");
+        v["state"].as_str().expect("state").to_string()
+    }
+
     pub fn connection_status(&self, tenant: uuid::Uuid) -> Value {
         let row = self
             .superuser()
@@ -136,7 +149,6 @@ impl Drop for TestDb {
 
 pub fn config_for(database_url: String) -> Config {
     let mut cfg = Config::new(database_url);
-    cfg.state_secret = Some(whatsapp_gateway::StateSecret::new(STATE_SECRET).expect("secret"));
     cfg.db_timeout = Duration::from_secs(2);
     cfg.pool_size = 4;
     cfg
