@@ -48,10 +48,10 @@ pub fn env(cfg: SimConfig) -> Env {
     .unwrap();
     set_system(&mut su, "wa.graph_api_url", &sim.base_url());
     set_system(&mut su, "wa.http_timeout_ms", "2000");
-    su.batch_execute(
-        "ALTER SYSTEM RESET wa.rate_limit_per_number; ALTER SYSTEM RESET wa.worker_concurrency;",
-    )
-    .unwrap();
+    for setting in ["wa.rate_limit_per_number", "wa.worker_concurrency"] {
+        su.batch_execute(&format!("ALTER SYSTEM RESET {setting}"))
+            .unwrap();
+    }
     // Sends whose outcome is unknown are tried again after 3 s here (60 s by default).
     set_system(&mut su, "wa.outcome_grace_ms", "3000");
     reload(&mut su);
