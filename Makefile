@@ -12,7 +12,8 @@ PGRX_DATA    := /var/tmp/whatsapp_pg-pgrx-data
 # Test clusters never reach Meta: a closed local port answers at once (tests that need Graph
 # point the cluster at their own graph-sim).
 NO_GRAPH     := WA_GRAPH_API_URL=http://127.0.0.1:9
-IT_ENV       := WA_CLUSTER_DIR=/var/tmp/whatsapp_pg-it WA_PORT=55433 WA_DATABASE=wa_it WA_EXTRA_CONF="wa.allow_any_database = on" $(NO_GRAPH)
+# RUST_BACKTRACE=1 for the cluster, as on many build machines: errors must not carry it.
+IT_ENV       := RUST_BACKTRACE=1 WA_CLUSTER_DIR=/var/tmp/whatsapp_pg-it WA_PORT=55433 WA_DATABASE=wa_it WA_EXTRA_CONF="wa.allow_any_database = on" $(NO_GRAPH)
 
 GW_ENV       := WA_CLUSTER_DIR=/var/tmp/whatsapp_pg-gw WA_PORT=55434 WA_DATABASE=wa_gw WA_EXTRA_CONF="wa.allow_any_database = on" $(NO_GRAPH)
 GW_DSN       := host=127.0.0.1 port=55434 user=postgres dbname=postgres

@@ -228,6 +228,20 @@ BEGIN
     INSERT INTO wa.account_events (tenant_id, kind, detail)
     VALUES (p_tenant, 'connection.' || p_source,
             jsonb_build_object('waba_id', p_waba, 'phone_number_id', p_phone, 'state', p_state));
+    -- Webhooks that arrived for these before the connection committed (Meta starts sending
+    -- right after the subscription) are applied now, under the lock that orders parking a
+    -- delivery against connecting its WABA or number (src/ingest/mod.rs).
+    FOR v_kind, v_id IN
+        SELECT r.kind, r.external_id
+          FROM (VALUES (1, 'waba', p_waba), (2, 'phone_number', p_phone)) AS r(i, kind, external_id)
+         WHERE r.external_id IS NOT NULL
+         ORDER BY r.i
+    LOOP
+        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(
+            'wa.route/' OPERATOR(pg_catalog.||) v_kind OPERATOR(pg_catalog.||) '/'
+            OPERATOR(pg_catalog.||) v_id, 0));
+        PERFORM wa._apply_parked(v_kind, v_id);
+    END LOOP;
 END
 $$;
 

@@ -32,7 +32,8 @@ GRANT EXECUTE ON FUNCTION
     wa.ingest_webhook(jsonb),
     wa.ingest_signed_webhook(text, text),
     wa.exchange_code(uuid, text, text, text),
-    wa.worker_status()
+    wa.worker_status(),
+    wa.reprocess_webhooks(timestamptz)
 TO wa_admin;
 GRANT EXECUTE ON FUNCTION wa.events_channel(uuid) TO wa_app, wa_admin;
 
@@ -82,6 +83,8 @@ CREATE POLICY owner_all ON wa.app_config FOR ALL TO wa_owner USING (true) WITH C
 CREATE POLICY owner_admin ON wa.webhook_events FOR ALL TO wa_owner
     USING ((SELECT wa._caller_is_admin())) WITH CHECK ((SELECT wa._caller_is_admin()));
 CREATE POLICY owner_all ON wa.worker_state FOR ALL TO wa_owner USING (true) WITH CHECK (true);
+CREATE POLICY owner_admin ON wa.parked_parts FOR ALL TO wa_owner
+    USING ((SELECT wa._caller_is_admin())) WITH CHECK ((SELECT wa._caller_is_admin()));
 
 -- What the background worker does, and nothing more.
 GRANT SELECT, INSERT, UPDATE, DELETE

@@ -135,6 +135,7 @@ DECLARE
     v_current text;
     v_wamid text;
     v_new text;
+    v_changed boolean;
 BEGIN
     IF p_callback OPERATOR(pg_catalog.~)
        '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
@@ -153,7 +154,6 @@ BEGIN
              WHERE m.tenant_id OPERATOR(pg_catalog.=) p_tenant
                AND m.message_id OPERATOR(pg_catalog.=) v_callback
                AND m.direction OPERATOR(pg_catalog.=) 'outbound'
-               AND (m.wamid IS NULL OR m.wamid OPERATOR(pg_catalog.=) p_wamid)
                FOR UPDATE;
         END IF;
     END IF;
@@ -180,7 +180,6 @@ BEGIN
                AND r.tenant_id IS DISTINCT FROM p_tenant
                AND m.message_id OPERATOR(pg_catalog.=) v_callback
                AND m.direction OPERATOR(pg_catalog.=) 'outbound'
-               AND (m.wamid IS NULL OR m.wamid OPERATOR(pg_catalog.=) p_wamid)
              ORDER BY r.released_at DESC
              LIMIT 1
                FOR UPDATE OF m;
@@ -225,7 +224,24 @@ BEGIN
             OR (p_status OPERATOR(pg_catalog.=) 'failed' AND m.failed_at IS NULL)
             OR (p_pricing IS NOT NULL AND m.pricing IS NULL)
             OR (p_conversation IS NOT NULL AND m.meta_conversation IS NULL));
-    IF NOT FOUND THEN
+    v_changed := FOUND;
+    IF v_current OPERATOR(pg_catalog.=) 'queued' THEN
+        -- Meta has the message although the worker has not recorded it (its answer is still
+        -- on the way, or was lost to a timeout or a crash): it must not be sent again.
+        DELETE FROM wa.outbox o
+         WHERE o.tenant_id OPERATOR(pg_catalog.=) v_tenant
+           AND o.message_id OPERATOR(pg_catalog.=) v_message
+           AND o.kind OPERATOR(pg_catalog.=) 'message';
+    END IF;
+    IF v_wamid IS NOT NULL AND v_wamid OPERATOR(pg_catalog.<>) p_wamid THEN
+        -- Matched through our id under another wamid: Meta took the message twice.
+        UPDATE wa.messages m
+           SET extra_wamids = pg_catalog.array_append(m.extra_wamids, p_wamid)
+         WHERE m.tenant_id OPERATOR(pg_catalog.=) v_tenant
+           AND m.message_id OPERATOR(pg_catalog.=) v_message
+           AND NOT COALESCE(p_wamid OPERATOR(pg_catalog.=) ANY (m.extra_wamids), false);
+    END IF;
+    IF NOT v_changed THEN
         RETURN 'unchanged';
     END IF;
     IF v_wamid IS NULL THEN

@@ -277,6 +277,8 @@ CREATE TABLE wa.outbox (
 CREATE INDEX outbox_due_idx ON wa.outbox (next_attempt_at, outbox_id);
 -- Messages to one customer from one number go out in the order they were enqueued: a claim
 -- looks for an earlier message still waiting.
+-- A status webhook settles a message the worker has not recorded yet (its outcome unknown).
+CREATE INDEX outbox_message_idx ON wa.outbox (tenant_id, message_id) WHERE message_id IS NOT NULL;
 CREATE INDEX outbox_recipient_idx ON wa.outbox (tenant_id, phone_number_id, recipient, outbox_id)
     WHERE kind = 'message' AND failed_at IS NULL;
 
@@ -368,6 +370,19 @@ CREATE TABLE wa.webhook_events (
 );
 CREATE INDEX webhook_events_received_idx ON wa.webhook_events (received_at);
 
+-- Deliveries that named a WABA or number no tenant was connected to yet (Meta starts sending
+-- right after the subscription, before the connection has committed): kept, and applied again
+-- when that WABA or number is connected; forgotten after seven days, the longest Meta retries.
+CREATE TABLE wa.parked_parts (
+    kind                 text NOT NULL CHECK (kind IN ('waba', 'phone_number')),
+    external_id          text NOT NULL,
+    webhook_event_id     bigint NOT NULL REFERENCES wa.webhook_events ON DELETE CASCADE,
+    parked_at            timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    expires_at           timestamptz NOT NULL DEFAULT pg_catalog.now() OPERATOR(pg_catalog.+) interval '7 days',
+    applied_at           timestamptz,
+    PRIMARY KEY (kind, external_id, webhook_event_id)
+);
+
 -- ---------------------------------------------------------------------------------------------
 -- Row-level security: wa_app sees only the rows of the tenant in wa.tenant_id; wa_admin sees
 -- all. Forced, so even the table owner is subject to it unless it is a superuser.
@@ -398,6 +413,9 @@ CREATE POLICY admin_all ON wa.worker_state TO wa_admin USING (true) WITH CHECK (
 ALTER TABLE wa.webhook_events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE wa.webhook_events FORCE ROW LEVEL SECURITY;
 CREATE POLICY admin_all ON wa.webhook_events TO wa_admin USING (true) WITH CHECK (true);
+ALTER TABLE wa.parked_parts ENABLE ROW LEVEL SECURITY;
+ALTER TABLE wa.parked_parts FORCE ROW LEVEL SECURITY;
+CREATE POLICY admin_all ON wa.parked_parts TO wa_admin USING (true) WITH CHECK (true);
 
 -- Privileges. Nothing to PUBLIC. wa_app reads its tenant's rows (changes go through functions);
 -- it never touches secrets, the app configuration or the raw webhook log.
@@ -429,6 +447,7 @@ SELECT pg_catalog.pg_extension_config_dump('wa.pending_statuses', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.templates', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.account_events', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.webhook_events', '');
+SELECT pg_catalog.pg_extension_config_dump('wa.parked_parts', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.media', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.outbox_outbox_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.account_events_account_event_id_seq', '');

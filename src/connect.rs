@@ -82,6 +82,9 @@ fn connect(
     let tenant = tenant_id.to_string();
     let (sealed, key_id) = seal_token(&tenant, token)?;
     Spi::run_with_args("SELECT wa._authorize_tenant($1)", &[tenant_id.into()])?;
+    // The Graph API first, while this call holds no lock (nothing is written yet): a slow or
+    // unreachable Graph never keeps the tenant's rows locked, and a cancel ends the call.
+    let probe = probe(waba_id, phone_number_id, token)?;
     Spi::run_with_args(
         "SELECT wa._store_connection($1, $2, $3, $4, $5, 'manual', 'connected')",
         &[
@@ -92,7 +95,17 @@ fn connect(
             key_id.into(),
         ],
     )?;
-    let verification = verify(tenant_id, waba_id, phone_number_id, token)?;
+    if let Some(info) = &probe.info {
+        crate::signup::store_number_info(tenant_id, phone_number_id, info)?;
+    }
+    if probe.verification["subscribed"] == json!(true) {
+        Spi::run_with_args(
+            "UPDATE wa.wabas SET subscribed_at = pg_catalog.now()
+              WHERE tenant_id OPERATOR(pg_catalog.=) $1 AND waba_id OPERATOR(pg_catalog.=) $2",
+            &[tenant_id.into(), waba_id.into()],
+        )?;
+    }
+    let verification = probe.verification;
     Spi::run_with_args(
         "INSERT INTO wa.account_events (tenant_id, kind, detail) VALUES ($1, 'connect.verification', $2)",
         &[tenant_id.into(), pgrx::JsonB(verification.clone()).into()],
@@ -106,17 +119,29 @@ fn connect(
     Ok(status)
 }
 
+/// What the Graph API says about a connection: the number's details, and the verification.
+struct Probe {
+    info: Option<whatsapp_client::api::PhoneNumberInfo>,
+    verification: Value,
+}
+
 /// Checks the connection against the Graph API where it is reachable: the token reaches the
-/// WABA and the number is one of its numbers (whose details are stored), and the app is
-/// subscribed to the WABA's webhooks. What Graph refuses is an error, and the whole call is
-/// undone; when Graph cannot be reached the connection stands, and the result says so.
-fn verify(tenant_id: pgrx::Uuid, waba: &str, phone: &str, token: &str) -> WaResult<Value> {
-    let graph = crate::signup::client();
+/// WABA and the number is one of its numbers, and the app is subscribed to the WABA's
+/// webhooks. What Graph refuses is an error, and nothing is stored; when Graph cannot be
+/// reached the connection stands, and the result says so.
+fn probe(waba: &str, phone: &str, token: &str) -> WaResult<Probe> {
+    let graph = crate::graph::client();
     let numbers = match graph.list_phone_numbers(waba, token) {
         Ok(numbers) => numbers,
-        Err(e) => return unreachable_or_refused("read the WABA's phone numbers", &e),
+        Err(e) => {
+            return Ok(Probe {
+                info: None,
+                verification: unreachable_or_refused("read the WABA's phone numbers", &e)?,
+            });
+        }
     };
-    let Some(info) = numbers.iter().find(|n| n.id.as_deref() == Some(phone)) else {
+    let mut numbers = numbers;
+    let Some(at) = numbers.iter().position(|n| n.id.as_deref() == Some(phone)) else {
         let ids: Vec<&str> = numbers.iter().filter_map(|n| n.id.as_deref()).collect();
         return Err(WaError::InvalidParameter {
             message: format!("phone number {phone} is not in WABA {waba}"),
@@ -126,15 +151,15 @@ fn verify(tenant_id: pgrx::Uuid, waba: &str, phone: &str, token: &str) -> WaResu
             ),
         });
     };
-    crate::signup::store_number_info(tenant_id, phone, info)?;
-    if let Err(e) = graph.subscribe_app(waba, token) {
-        return unreachable_or_refused("subscribe the app to the WABA's webhooks", &e);
-    }
-    Spi::run_with_args(
-        "UPDATE wa.wabas SET subscribed_at = pg_catalog.now() WHERE tenant_id = $1 AND waba_id = $2",
-        &[tenant_id.into(), waba.into()],
-    )?;
-    Ok(json!({ "graph": "verified", "subscribed": true }))
+    let info = numbers.swap_remove(at);
+    let verification = match graph.subscribe_app(waba, token) {
+        Ok(()) => json!({ "graph": "verified", "subscribed": true }),
+        Err(e) => unreachable_or_refused("subscribe the app to the WABA's webhooks", &e)?,
+    };
+    Ok(Probe {
+        info: Some(info),
+        verification,
+    })
 }
 
 fn unreachable_or_refused(step: &str, e: &ApiError) -> WaResult<Value> {

@@ -10,6 +10,7 @@ mod app_config;
 mod authz;
 mod connect;
 mod error;
+mod graph;
 mod guc;
 mod ingest;
 mod keys;
@@ -46,6 +47,12 @@ extension_sql_file!("../sql/grants.sql", name = "grants", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // Errors raised through pgrx carry a Rust backtrace in their DETAIL whenever the server was
+    // started with RUST_BACKTRACE set (common on build machines): file paths and internals no
+    // client should see. Backtraces are captured only when the standard library is told to,
+    // and RUST_LIB_BACKTRACE takes precedence over RUST_BACKTRACE for that.
+    // SAFETY: _PG_init runs on the main thread before this library starts any thread.
+    unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     guc::register();
     // SAFETY: reading flags PostgreSQL sets before it loads shared_preload_libraries.
     // Not under pg_upgrade (binary-upgrade mode): the old cluster's data is being moved, and

@@ -111,15 +111,15 @@ fn a_slow_graph_api_gets_every_message_once() {
 
 #[test]
 fn timed_out_sends_are_held_then_sent_and_each_duplicate_is_kept_on_its_message() {
+    // Status webhooks flow back: they are what settles a send whose answer never came.
     let env = env(SimConfig::benchmark());
-    env.sim
-        .admin("POST", "webhook_config", json!({ "url": null }));
     let (t, _, _) = tenant(&env, "Flaky");
     let mut su = env.su();
     set_system(&mut su, "wa.worker_concurrency", "4");
+    set_system(&mut su, "wa.http_timeout_ms", "5000");
     reload(&mut su);
-    // A third of a second to three seconds per request, and one in ten never answered (the
-    // simulator still takes the message: the request reached Meta).
+    // Half a second to three seconds per request, and one in ten never answered (the simulator
+    // still takes the message: the request reached Meta, and its status webhooks follow).
     env.sim.admin(
         "POST",
         "faults",
@@ -157,11 +157,16 @@ fn timed_out_sends_are_held_then_sent_and_each_duplicate_is_kept_on_its_message(
         status["unknown_outcomes"], status["duplicates"]
     );
     assert_eq!(per_message.len(), N, "every message reached the simulator");
+    let unknown = status["unknown_outcomes"].as_i64().unwrap_or(0);
+    assert!(timed_out > 0, "the simulator timed nothing out");
+    assert!(
+        unknown >= timed_out,
+        "{unknown} unknown outcomes for {timed_out} timeouts"
+    );
     assert!(
         duplicates <= timed_out,
         "{duplicates} duplicates, but only {timed_out} requests timed out"
     );
-    assert!(status["unknown_outcomes"].as_i64().unwrap_or(0) >= timed_out.min(1));
     let extra = count(
         &mut su,
         "SELECT coalesce(sum(cardinality(extra_wamids)), 0)::bigint FROM wa.messages",
@@ -170,8 +175,16 @@ fn timed_out_sends_are_held_then_sent_and_each_duplicate_is_kept_on_its_message(
         extra, duplicates,
         "each second wamid is kept on its message"
     );
-    assert_eq!(status["duplicates"].as_i64(), Some(duplicates), "{status}");
     assert_eq!(count(&mut su, "SELECT count(*) FROM wa.messages"), N as i64);
+    assert_eq!(count(&mut su, "SELECT count(*) FROM wa.outbox"), 0);
+    assert_eq!(
+        count(
+            &mut su,
+            "SELECT count(*) FROM wa.webhook_events WHERE status <> 'processed'"
+        ),
+        0,
+        "every status webhook applied"
+    );
 }
 
 #[test]
@@ -251,4 +264,85 @@ fn one_customer_gets_messages_in_enqueue_order_through_retries() {
         .collect();
     assert_eq!(order, ids, "arrival order at the simulator");
     assert_eq!(status_of(&mut su, &other), "sent");
+}
+
+#[test]
+fn a_slow_signup_blocks_nobody_and_a_cancel_ends_it_within_a_second() {
+    let env = env(SimConfig::benchmark());
+    let (a, phone_a, _) = tenant(&env, "Busy");
+    let mut su = env.su();
+    let waba: String = su
+        .query_one(
+            "SELECT waba_id FROM wa.wabas WHERE tenant_id = $1::text::uuid",
+            &[&a],
+        )
+        .unwrap()
+        .get(0);
+    // A re-signup of the same business whose code exchange takes ten seconds at Meta.
+    let signup = env.sim.signup_with(json!({ "waba_id": waba })).unwrap();
+    env.sim.admin(
+        "POST",
+        "faults",
+        json!({ "latency_ms": 10000, "endpoints": ["oauth_access_token"] }),
+    );
+    let mut signer = env.su();
+    let signer_pid: i32 = signer
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let (tenant, code) = (a.clone(), signup.code.clone());
+    let call = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let result = signer.query_one(
+            "SELECT wa.exchange_code($1::text::uuid, $2)",
+            &[&tenant, &code],
+        );
+        (result.map(|_| ()), started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // Meanwhile the same tenant sends and receives as usual.
+    let m = send(&mut su, &a, "15550001111", text("during the signup"));
+    wait_until("sent during the signup", Duration::from_secs(5), || {
+        status_of(&mut su, &m) == "read"
+    });
+    let (status, inbound) = env.sim.admin(
+        "POST",
+        "inbound",
+        json!({"phone_number_id": phone_a, "from": "15550002222", "text": "hi"}),
+    );
+    assert_eq!(status, 200, "{inbound}");
+    let wamid = inbound["wamid"].as_str().unwrap().to_string();
+    wait_until("received during the signup", Duration::from_secs(5), || {
+        count_wamid(&mut su, &wamid) == 1
+    });
+    assert!(!call.is_finished(), "the code exchange is still at Meta");
+    let cancelled = std::time::Instant::now();
+    su.execute("SELECT pg_cancel_backend($1)", &[&signer_pid])
+        .unwrap();
+    let (result, _) = call.join().unwrap();
+    let ended = cancelled.elapsed();
+    let error = result.expect_err("the call was cancelled");
+    assert_eq!(
+        error.as_db_error().map(|e| e.code().code().to_string()),
+        Some("57014".to_string()),
+        "{error}"
+    );
+    assert!(ended < Duration::from_secs(1), "the cancel took {ended:?}");
+    let state: String = su
+        .query_one(
+            "SELECT state FROM wa.tenants WHERE tenant_id = $1::text::uuid",
+            &[&a],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "connected");
+}
+
+fn count_wamid(c: &mut Client, wamid: &str) -> i64 {
+    c.query_one(
+        "SELECT count(*) FROM wa.messages WHERE wamid = $1",
+        &[&wamid],
+    )
+    .unwrap()
+    .get(0)
 }

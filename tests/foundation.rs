@@ -560,3 +560,68 @@ fn disconnect_forgets_the_token_and_keeps_history() {
         .get(0);
     assert_eq!(messages, 1, "history stays");
 }
+
+/// The environment of the cluster's postmaster, from /proc.
+fn postmaster_environment() -> String {
+    let pid =
+        std::fs::read_to_string(wa_integration_tests::cluster_dir().join("data/postmaster.pid"))
+            .unwrap();
+    let pid = pid.lines().next().unwrap().trim().to_string();
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    String::from_utf8_lossy(&raw).replace('\0', "\n")
+}
+
+#[test]
+fn errors_never_carry_a_rust_backtrace_even_with_rust_backtrace_set() {
+    assert!(
+        postmaster_environment()
+            .lines()
+            .any(|l| l == "RUST_BACKTRACE=1"),
+        "the test cluster runs with RUST_BACKTRACE=1 (make it sets it)"
+    );
+    let db = TestDb::new("backtrace");
+    let mut su = db.superuser();
+    let t: String = su
+        .query_one("SELECT wa.create_tenant('Backtrace')::text", &[])
+        .unwrap()
+        .get(0);
+    let mut c = wa_integration_tests::connect_as("postgres", "postgres");
+    c.batch_execute(
+        "DO $$ BEGIN CREATE ROLE it_nobody LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+    )
+    .unwrap();
+    let mut nobody = wa_integration_tests::connect_as("postgres", "it_nobody");
+    let failures = [
+        // A Rust function's own error.
+        su.query_one(
+            "SELECT wa.send_message($1::text::uuid, 'not a number', '{}')",
+            &[&t],
+        )
+        .map(|_| ()),
+        // A PostgreSQL error raised beneath Rust code (the utility hook).
+        nobody
+            .batch_execute(&format!("DROP DATABASE {}", db.name))
+            .map(|_| ()),
+        // A PostgreSQL error inside a Rust function's SPI call.
+        su.query_one(
+            "SELECT wa.exchange_code('00000000-0000-0000-0000-000000000000', 'x')",
+            &[],
+        )
+        .map(|_| ()),
+        su.query_one("SELECT wa.ingest_webhook('[1]'::jsonb)", &[])
+            .map(|_| ()),
+    ];
+    for failure in failures {
+        let error = failure.expect_err("the statement fails");
+        let db_error = error.as_db_error().expect("a database error");
+        let text = format!(
+            "{} | {} | {}",
+            db_error.message(),
+            db_error.detail().unwrap_or(""),
+            db_error.hint().unwrap_or("")
+        );
+        for needle in ["backtrace", ".rs:", "rust_begin_unwind", "pgrx"] {
+            assert!(!text.contains(needle), "{needle:?} in the error: {text}");
+        }
+    }
+}

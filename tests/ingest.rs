@@ -1236,3 +1236,131 @@ fn a_message_postgres_rejects_is_isolated_and_the_rest_of_the_batch_lands() {
     assert_eq!(row.get::<_, String>(1), "good two");
     assert_eq!(one_i64(&mut su, "SELECT count(*) FROM wa.messages"), 2);
 }
+
+#[test]
+fn a_message_for_a_number_connected_later_is_applied_on_connect_once() {
+    let (db, _, _) = setup("parked");
+    let mut su = db.superuser();
+    let late: String = su
+        .query_one("SELECT wa.create_tenant('Late')::text", &[])
+        .unwrap()
+        .get(0);
+    let delivery = envelope(
+        "1003",
+        "messages",
+        inbound_text(
+            "2003",
+            "wamid.early1",
+            Some("15550009999"),
+            None,
+            1_700_000_000,
+            "are you open?",
+        ),
+    );
+    // Meta sends as soon as the WABA is subscribed, before the connection has committed.
+    let result = ingest(&mut su, &delivery);
+    assert_eq!(result["status"], "processed", "{result}");
+    assert_eq!(result["parked"], 1, "{result}");
+    assert_eq!(result["errors"], 0, "{result}");
+    assert_eq!(
+        one_i64(
+            &mut su,
+            "SELECT count(*) FROM wa.messages WHERE wamid = 'wamid.early1'"
+        ),
+        0
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    su.execute(
+        "SELECT wa.connect_tenant($1::text::uuid, '1003', '2003', 'EAAGtesttoken0123456789')",
+        &[&late],
+    )
+    .unwrap();
+    let stored: i64 = su
+        .query_one(
+            "SELECT count(*) FROM wa.messages WHERE wamid = 'wamid.early1' AND tenant_id = $1::text::uuid",
+            &[&late],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1, "applied on connect");
+    assert_eq!(
+        one_i64(
+            &mut su,
+            "SELECT count(*) FROM wa.parked_parts WHERE applied_at IS NULL"
+        ),
+        0
+    );
+    // Meta's retry of the same delivery, and an operator's reprocessing, change nothing.
+    let again = ingest(&mut su, &delivery);
+    assert_eq!(again["parked"], 0, "{again}");
+    su.query_one(
+        "SELECT wa.reprocess_webhooks(now() - interval '1 hour')",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        one_i64(
+            &mut su,
+            "SELECT count(*) FROM wa.messages WHERE wamid = 'wamid.early1'"
+        ),
+        1
+    );
+    assert_eq!(
+        one_i64(
+            &mut su,
+            "SELECT unread_count::bigint FROM wa.conversations v JOIN wa.contacts c USING (tenant_id, contact_id) WHERE c.wa_id = '15550009999'"
+        ),
+        1
+    );
+}
+
+#[test]
+fn a_lock_timeout_fails_the_whole_delivery_and_the_retry_stores_it_once() {
+    let (db, a, _) = setup("locktimeout");
+    // Another session holds the tenant's row, as a connection being stored does.
+    let mut holder = db.superuser();
+    holder.batch_execute("BEGIN").unwrap();
+    holder
+        .execute(
+            "SELECT 1 FROM wa.tenants WHERE tenant_id = $1::text::uuid FOR UPDATE",
+            &[&a],
+        )
+        .unwrap();
+    let mut gw = db.admin();
+    gw.batch_execute("SET lock_timeout = '1s'").unwrap();
+    // A customer seen for the first time: storing the contact must lock the tenant's row.
+    let delivery = envelope(
+        WABA_A,
+        "messages",
+        inbound_text(
+            PHONE_A,
+            "wamid.newcustomer",
+            Some("15550004242"),
+            None,
+            1_700_000_000,
+            "hello",
+        ),
+    );
+    let (code, message) = sql_error(gw.query_one("SELECT wa.ingest_webhook($1)", &[&delivery]));
+    assert_eq!(code, "55P03", "{message}");
+    // Nothing of the failed attempt was kept: the gateway answers 503, and Meta retries.
+    assert_eq!(
+        one_i64(
+            &mut holder,
+            "SELECT count(*) FROM wa.messages WHERE wamid = 'wamid.newcustomer'"
+        ),
+        0
+    );
+    holder.batch_execute("COMMIT").unwrap();
+    let result = ingest(&mut gw, &delivery);
+    assert_eq!(result["status"], "processed", "{result}");
+    ingest(&mut gw, &delivery);
+    let mut su = db.superuser();
+    assert_eq!(
+        one_i64(
+            &mut su,
+            "SELECT count(*) FROM wa.messages WHERE wamid = 'wamid.newcustomer'"
+        ),
+        1
+    );
+}

@@ -78,9 +78,9 @@ impl SqlError {
 
     /// States that mean "the database cannot take this right now" rather than "this request
     /// is wrong": connection loss, resource limits, shutdown or cancel, serialization
-    /// failures, system errors.
+    /// failures and deadlocks, lock timeouts, system errors.
     pub fn is_transient(&self) -> bool {
-        matches!(self.class(), "08" | "40" | "53" | "57" | "58")
+        matches!(self.class(), "08" | "40" | "53" | "57" | "58") || self.sqlstate == "55P03"
     }
 }
 

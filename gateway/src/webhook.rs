@@ -192,6 +192,15 @@ mod tests {
             ingest_status(&sql("55000")),
             StatusCode::SERVICE_UNAVAILABLE
         );
+        // A lock timeout (the tenant's row held by another session): Meta retries.
+        assert_eq!(
+            ingest_status(&sql("55P03")),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            ingest_status(&sql("40P01")),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         assert_eq!(
             ingest_status(&sql("XX000")),
             StatusCode::INTERNAL_SERVER_ERROR

@@ -27,6 +27,8 @@ struct Summary {
     messages: i64,
     statuses: i64,
     events: i64,
+    /// Parts kept until their WABA or number is connected.
+    parked: i64,
     errors: Vec<Value>,
 }
 
@@ -38,6 +40,7 @@ impl Summary {
             "messages": self.messages,
             "statuses": self.statuses,
             "events": self.events,
+            "parked": self.parked,
             "errors": self.errors.len(),
         })
     }
@@ -90,7 +93,8 @@ fn process(event_id: i64, body: &str, raise_on_reject: bool) -> WaResult<pgrx::J
     for change in &changes {
         parts::plan(change, has_nul, &mut planned, &mut summary.errors);
     }
-    apply(&planned, &mut summary);
+    let missing = apply(&planned, &mut summary);
+    park(event_id, &missing);
     if planned.iter().any(Planned::has_media) {
         // Inbound media is fetched by the worker right after this commits.
         crate::send::wake::on_commit();
@@ -107,7 +111,7 @@ fn process(event_id: i64, body: &str, raise_on_reject: bool) -> WaResult<pgrx::J
 
 /// The fast path: every part of the delivery in one go, the inbound messages of each business
 /// number set-based. Raises if PostgreSQL rejects anything.
-fn apply_all(planned: &[Planned]) -> Vec<Result<(), String>> {
+fn apply_all(planned: &[Planned]) -> (Vec<Result<(), String>>, parts::Router) {
     let mut router = parts::Router::default();
     let mut outcomes: Vec<Result<(), String>> = vec![Ok(()); planned.len()];
     // Inbound messages by business number, in delivery order.
@@ -140,28 +144,84 @@ fn apply_all(planned: &[Planned]) -> Vec<Result<(), String>> {
             }
         }
     }
-    outcomes
+    (outcomes, router)
 }
 
-fn apply(planned: &[Planned], summary: &mut Summary) {
+/// The key of the advisory lock that orders parking a part for a WABA or number against
+/// connecting it (`wa._store_connection` takes the same lock after it inserts the route).
+const ROUTE_LOCK: &str = "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(
+     'wa.route/' OPERATOR(pg_catalog.||) $1 OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) $2, 0))";
+
+/// Parks the delivery for each WABA or number it named that no tenant is connected to yet:
+/// it is applied again when that one is connected (`wa._apply_parked`). Under the route's
+/// advisory lock, the route is looked up once more: a connection that committed meanwhile
+/// makes the delivery fail with a serialization error, so that Meta sends it again.
+fn park(event_id: i64, missing: &std::collections::BTreeSet<(&'static str, String)>) {
+    for (kind, id) in missing {
+        let routed = subxact::run(std::panic::AssertUnwindSafe(|| {
+            Spi::run_with_args(ROUTE_LOCK, &[(*kind).into(), id.as_str().into()])?;
+            let routed = Spi::get_one_with_args::<bool>(
+                "SELECT EXISTS (SELECT 1 FROM wa.routes r
+                                 WHERE r.kind OPERATOR(pg_catalog.=) $1
+                                   AND r.external_id OPERATOR(pg_catalog.=) $2)",
+                &[(*kind).into(), id.as_str().into()],
+            )?
+            .unwrap_or(false);
+            if !routed {
+                Spi::run_with_args(
+                    "INSERT INTO wa.parked_parts (kind, external_id, webhook_event_id)
+                     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    &[(*kind).into(), id.as_str().into(), event_id.into()],
+                )?;
+            }
+            Ok::<bool, pgrx::spi::SpiError>(routed)
+        }));
+        match routed {
+            Ok(Ok(false)) => {}
+            Ok(Ok(true)) => subxact::Failure {
+                message: format!(
+                    "{kind} {id} was connected while this delivery was applied; send it again"
+                ),
+                code: PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+            }
+            .raise(),
+            Ok(Err(e)) => WaError::Internal(format!("parking a webhook part: {e}")).raise(),
+            Err(f) => f.raise(),
+        }
+    }
+}
+
+/// Applies the parts; returns the WABAs and numbers they named that no tenant has.
+fn apply(
+    planned: &[Planned],
+    summary: &mut Summary,
+) -> std::collections::BTreeSet<(&'static str, String)> {
     if planned.is_empty() {
-        return;
+        return Default::default();
     }
     let all = subxact::run(std::panic::AssertUnwindSafe(|| apply_all(planned)));
-    let outcomes = match all {
-        Ok(outcomes) => outcomes,
+    let (outcomes, missing) = match all {
+        Ok((outcomes, router)) => (outcomes, router.missing),
+        // A lock timeout, a deadlock, a cancel: nothing is wrong with the delivery, it just
+        // cannot be applied now. Fail it whole (the gateway answers 503, Meta sends it again)
+        // rather than record its parts as failed.
+        Err(f) if f.is_transient() => f.raise(),
         Err(_) => {
             // Something in the delivery made PostgreSQL raise: isolate it part by part.
             let mut router = parts::Router::default();
-            planned
+            let outcomes = planned
                 .iter()
                 .map(|p| {
-                    subxact::run(std::panic::AssertUnwindSafe(|| {
+                    match subxact::run(std::panic::AssertUnwindSafe(|| {
                         parts::apply(p, &mut router)
-                    }))
-                    .unwrap_or_else(Err)
+                    })) {
+                        Ok(outcome) => outcome,
+                        Err(f) if f.is_transient() => f.raise(),
+                        Err(f) => Err(f.to_string()),
+                    }
                 })
-                .collect()
+                .collect();
+            (outcomes, router.missing)
         }
     };
     for (p, outcome) in planned.iter().zip(outcomes) {
@@ -171,9 +231,76 @@ fn apply(planned: &[Planned], summary: &mut Summary) {
                 Part::Status { .. } => summary.statuses += 1,
                 _ => summary.events += 1,
             },
+            Err(reason) if reason.starts_with(parts::UNROUTED) => summary.parked += 1,
             Err(reason) => summary.errors.push(json!({ "at": p.at, "reason": reason })),
         }
     }
+    missing
+}
+
+/// Applies again the deliveries parked for a WABA or number that was just connected (called
+/// by `wa._store_connection` under the route's advisory lock). Idempotent: a delivery applied
+/// twice leaves the state of one pass.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn _apply_parked(kind: &str, external_id: &str) -> i64 {
+    reapply(
+        "SELECT e.webhook_event_id, COALESCE(e.payload::pg_catalog.text, e.raw_body)
+           FROM wa.parked_parts p
+           JOIN wa.webhook_events e ON e.webhook_event_id OPERATOR(pg_catalog.=) p.webhook_event_id
+          WHERE p.kind OPERATOR(pg_catalog.=) $1 AND p.external_id OPERATOR(pg_catalog.=) $2
+            AND p.applied_at IS NULL AND p.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()
+          ORDER BY e.webhook_event_id",
+        &[kind.into(), external_id.into()],
+    )
+    .and_then(|n| {
+        Spi::run_with_args(
+            "UPDATE wa.parked_parts p SET applied_at = pg_catalog.now()
+              WHERE p.kind OPERATOR(pg_catalog.=) $1 AND p.external_id OPERATOR(pg_catalog.=) $2
+                AND p.applied_at IS NULL",
+            &[kind.into(), external_id.into()],
+        )?;
+        Ok(n)
+    })
+    .or_raise()
+}
+
+/// Processes the stored deliveries the query names (id, body) again, in order.
+fn reapply(sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> WaResult<i64> {
+    let deliveries: Vec<(i64, String)> = Spi::connect(|client| {
+        client
+            .select(sql, None, args)?
+            .map(|row| {
+                Ok((
+                    row.get::<i64>(1)?.unwrap_or_default(),
+                    row.get::<String>(2)?.unwrap_or_default(),
+                ))
+            })
+            .collect::<Result<_, pgrx::spi::SpiError>>()
+    })?;
+    let n = deliveries.len() as i64;
+    for (event_id, body) in deliveries {
+        process(event_id, &body, false)?;
+    }
+    Ok(n)
+}
+
+/// Processes again the stored deliveries received since `since` whose processing left parts
+/// unapplied (status `partial` or `failed`), e.g. after fixing what made them fail. Safe to
+/// run any number of times: deliveries are idempotent.
+#[pg_extern(security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn reprocess_webhooks(since: pgrx::datum::TimestampWithTimeZone) -> pgrx::JsonB {
+    reapply(
+        "SELECT e.webhook_event_id, COALESCE(e.payload::pg_catalog.text, e.raw_body)
+           FROM wa.webhook_events e
+          WHERE e.received_at OPERATOR(pg_catalog.>=) $1
+            AND e.status OPERATOR(pg_catalog.=) ANY ('{partial,failed}'::pg_catalog.text[])
+          ORDER BY e.webhook_event_id",
+        &[since.into()],
+    )
+    .map(|n| pgrx::JsonB(json!({ "reprocessed": n })))
+    .or_raise()
 }
 
 fn ingest_unsigned(payload: Option<JsonbArg>) -> WaResult<pgrx::JsonB> {

@@ -346,10 +346,16 @@ fn plan_messages(
     }
 }
 
+/// How every reason for a part no tenant can take yet begins: such parts are parked, not
+/// failed (see `super::park`).
+pub const UNROUTED: &str = "no tenant is connected to";
+
 /// Tenant lookups, cached for one delivery (a batch usually names one number many times).
 #[derive(Default)]
 pub struct Router {
     cache: HashMap<(&'static str, String), Option<pgrx::Uuid>>,
+    /// The WABAs and numbers the delivery named that no tenant is connected to.
+    pub missing: std::collections::BTreeSet<(&'static str, String)>,
 }
 
 impl Router {
@@ -364,6 +370,9 @@ impl Router {
         )
         .map_err(|e| e.to_string())?;
         self.cache.insert((kind, id.to_string()), t);
+        if t.is_none() {
+            self.missing.insert((kind, id.to_string()));
+        }
         Ok(t)
     }
 
@@ -374,7 +383,7 @@ impl Router {
             } else {
                 "phone number id"
             };
-            format!("no tenant is connected to {what} {id}")
+            format!("{UNROUTED} {what} {id}")
         })
     }
 
@@ -391,7 +400,7 @@ impl Router {
             return Ok(t);
         }
         Err(format!(
-            "no tenant is connected to WABA {} or phone number id {}",
+            "{UNROUTED} WABA {} or phone number id {}",
             waba.unwrap_or("-"),
             phone.unwrap_or("-")
         ))
@@ -456,7 +465,8 @@ pub fn apply(planned: &Planned, router: &mut Router) -> Result<(), String> {
             ))?;
             match outcome.as_deref() {
                 Some("unrouted") => {
-                    Err(format!("no tenant is connected to phone number id {phone}"))
+                    router.missing.insert(("phone_number", phone.clone()));
+                    Err(format!("{UNROUTED} phone number id {phone}"))
                 }
                 _ => Ok(()),
             }

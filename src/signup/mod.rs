@@ -19,12 +19,11 @@ mod state;
 
 use crate::connect::{require_meta_id, seal_token};
 use crate::error::{OrRaise, WaError, WaResult};
-use crate::{app_config, guc, keys, send};
+use crate::{app_config, keys, send};
 use pgrx::prelude::*;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::time::Duration;
-use whatsapp_client::api::{ApiError, GraphClient, GraphConfig};
+use whatsapp_client::api::ApiError;
 
 struct Progress {
     code_sha256: Option<String>,
@@ -73,19 +72,6 @@ impl Run {
             None => json!({}),
         }
     }
-}
-
-/// A Graph API client from the `wa.*` settings, for calls made inside a SQL call.
-pub(crate) fn client() -> GraphClient {
-    let url =
-        guc::string(&guc::GRAPH_API_URL).unwrap_or_else(|| "https://graph.facebook.com".into());
-    let version = guc::string(&guc::GRAPH_API_VERSION).unwrap_or_else(|| "v25.0".into());
-    let timeout = Duration::from_millis(guc::HTTP_TIMEOUT_MS.get().max(100) as u64);
-    GraphClient::new(
-        GraphConfig::new(url)
-            .with_api_version(version)
-            .with_timeout(timeout),
-    )
 }
 
 fn load(tenant: pgrx::Uuid) -> WaResult<Progress> {
@@ -417,7 +403,7 @@ fn exchange(
             &[tenant.into()],
         )?;
     }
-    let graph = client();
+    let graph = crate::graph::client();
     let app_id = Spi::get_one::<String>("SELECT app_id FROM wa.app_config")?.ok_or_else(|| WaError::NotReady {
         message: "the Meta app is not configured".into(),
         hint: "An administrator must call wa.configure_app(app_id, app_secret, webhook_verify_token, config_id).".into(),
@@ -428,7 +414,7 @@ fn exchange(
 
     // 1. The code (valid for about 30 s) for the business token.
     if !p.token {
-        match graph.exchange_code(&app_id, &secret, code, None) {
+        match graph.exchange_code(&app_id, &secret, code) {
             Ok(t) => {
                 let (sealed, key_id) =
                     seal(tenant, run.token_kind(), t.access_token.expose().as_bytes())?;

@@ -326,7 +326,9 @@ impl Pool {
     }
 }
 
-fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
+/// Runs `f` (which starts threads) with every signal blocked, so that the threads inherit a
+/// full mask and PostgreSQL's signal handlers only ever run on the main thread.
+pub(crate) fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
     // SAFETY: plain POSIX signal mask manipulation on the calling thread.
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();

@@ -8,6 +8,7 @@
 //! can be sent twice.
 
 mod dispatch;
+pub(crate) use dispatch::with_signals_blocked;
 mod dropdb;
 mod identity;
 mod limiter;

@@ -215,12 +215,14 @@ twice AS (
       JOIN wa.messages m ON m.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
                         AND m.message_id OPERATOR(pg_catalog.=) s.message_id
      WHERE m.wamid IS NOT NULL AND s.wamid IS NOT NULL
-       AND m.wamid OPERATOR(pg_catalog.<>) s.wamid),
+       AND m.wamid OPERATOR(pg_catalog.<>) s.wamid
+       AND NOT COALESCE(s.wamid OPERATOR(pg_catalog.=) ANY (m.extra_wamids), false)),
 upd AS (
     UPDATE wa.messages m
        SET wamid = COALESCE(m.wamid, s.wamid),
            extra_wamids = CASE WHEN m.wamid IS NOT NULL AND s.wamid IS NOT NULL
                                     AND m.wamid OPERATOR(pg_catalog.<>) s.wamid
+                                    AND NOT COALESCE(s.wamid OPERATOR(pg_catalog.=) ANY (m.extra_wamids), false)
                                THEN pg_catalog.array_append(m.extra_wamids, s.wamid)
                                ELSE m.extra_wamids END,
            status = CASE WHEN m.status OPERATOR(pg_catalog.=) 'queued' THEN 'sent' ELSE m.status END,

@@ -250,8 +250,10 @@ fn apply(b: Batch<'_>, grace_secs: f64) -> Result<i64, pgrx::spi::SpiError> {
             )
             .map_err(|e| e.to_string())
         }));
-        if let Err(e) | Ok(Err(e)) = applied {
-            pgrx::warning!("whatsapp_pg worker: pending statuses not applied: {e}");
+        match applied {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => pgrx::warning!("whatsapp_pg worker: pending statuses not applied: {e}"),
+            Err(e) => pgrx::warning!("whatsapp_pg worker: pending statuses not applied: {e}"),
         }
     }
     if !b.done.0.is_empty() {
