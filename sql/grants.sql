@@ -16,7 +16,9 @@ GRANT EXECUTE ON FUNCTION
     wa.send_text(uuid, text, text, text),
     wa.send_template(uuid, text, text, text, jsonb, text),
     wa.mark_read(uuid, text, boolean),
-    wa.retry_failed(uuid)
+    wa.retry_failed(uuid),
+    wa.pause_sending(uuid),
+    wa.resume_sending(uuid)
 TO wa_app, wa_admin;
 GRANT SELECT ON wa.tenant_connections TO wa_app, wa_admin;
 

@@ -66,6 +66,9 @@ CREATE TABLE wa.app_config (
     app_secret_enc       bytea NOT NULL,
     verify_token_enc     bytea NOT NULL,
     config_id            text NOT NULL CHECK (config_id ~ '^[0-9]{1,32}$'),
+    -- The database this configuration was made in. A copy restored under another name (a
+    -- staging copy of production) sends nothing until wa.resume_sending() accepts it.
+    database_name        text DEFAULT pg_catalog.current_database(),
     updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
@@ -78,6 +81,8 @@ CREATE TABLE wa.tenants (
                             ('not_connected', 'pending', 'connected', 'action_required',
                              'disconnected', 'error')),
     last_error           jsonb,
+    -- Set by wa.pause_sending(tenant): nothing is sent for the tenant until it is resumed.
+    sending_paused_at    timestamptz,
     -- The LISTEN channel of the tenant's notifications: unguessable (122 random bits), visible
     -- only to the tenant itself and to wa_admin, from wa.events_channel(tenant).
     events_channel       text NOT NULL UNIQUE
@@ -274,6 +279,7 @@ CREATE TABLE wa.outbox (
     PRIMARY KEY (tenant_id, outbox_id),
     FOREIGN KEY (tenant_id, message_id) REFERENCES wa.messages ON DELETE CASCADE
 );
+CREATE INDEX tenants_sending_paused_idx ON wa.tenants (tenant_id) WHERE sending_paused_at IS NOT NULL;
 CREATE INDEX outbox_due_idx ON wa.outbox (next_attempt_at, outbox_id);
 -- Messages to one customer from one number go out in the order they were enqueued: a claim
 -- looks for an earlier message still waiting.

@@ -187,7 +187,12 @@ BEGIN ATOMIC
         'unknown_outcomes', COALESCE(s.unknown, 0),
         'duplicates', COALESCE(s.duplicates, 0),
         'unrecorded', COALESCE(s.unrecorded, 0),
-        'unknown_in_queue', q.unknown)
+        'unknown_in_queue', q.unknown,
+        'sending', jsonb_build_object(
+            'enabled', current_setting('wa.sending_enabled')::boolean,
+            'restored_from', (SELECT c.database_name FROM wa.app_config c
+                               WHERE c.database_name OPERATOR(pg_catalog.<>) current_database()::text),
+            'paused_tenants', (SELECT count(*) FROM wa.tenants t WHERE t.sending_paused_at IS NOT NULL)))
       FROM (SELECT count(*) FILTER (WHERE o.next_attempt_at OPERATOR(pg_catalog.<) 'infinity'::timestamptz) AS depth,
                    count(*) FILTER (WHERE o.next_attempt_at OPERATOR(pg_catalog.<=) now()) AS due,
                    count(*) FILTER (WHERE o.failed_at IS NULL AND o.next_attempt_at OPERATOR(pg_catalog.=) 'infinity'::timestamptz) AS held,
@@ -196,3 +201,48 @@ BEGIN ATOMIC
               FROM wa.outbox o) q
       LEFT JOIN wa.worker_state s ON true;
 END;
+
+-- Pauses sending for a tenant: its messages keep queuing, and none is sent until it is
+-- resumed (those already handed to the HTTP threads, at most about a second's worth, still go).
+CREATE FUNCTION wa.pause_sending(tenant_id uuid) RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_tenant uuid := wa._authorize_tenant($1);
+BEGIN
+    UPDATE wa.tenants t SET sending_paused_at = COALESCE(t.sending_paused_at, now()), updated_at = now()
+     WHERE t.tenant_id OPERATOR(pg_catalog.=) v_tenant;
+    INSERT INTO wa.account_events (tenant_id, kind, detail) VALUES (v_tenant, 'sending.paused', '{}');
+    RETURN jsonb_build_object('tenant_id', v_tenant, 'sending', 'paused');
+END
+$$;
+
+-- Resumes a tenant's sending, or, without a tenant (wa_admin), accepts this database as the
+-- one that sends: a copy restored under another name sends nothing until then.
+CREATE FUNCTION wa.resume_sending(tenant_id uuid DEFAULT NULL) RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_tenant uuid := $1;
+BEGIN
+    IF v_tenant IS NULL THEN
+        IF NOT wa._caller_is_admin() THEN
+            RAISE EXCEPTION 'only wa_admin may resume sending for this database'
+                USING ERRCODE = 'insufficient_privilege', HINT = 'Pass your tenant_id.';
+        END IF;
+        UPDATE wa.app_config c SET database_name = current_database(), updated_at = now();
+        PERFORM wa._wake_worker_on_commit();
+        RETURN jsonb_build_object('database', current_database(), 'sending', 'resumed');
+    END IF;
+    PERFORM wa._authorize_tenant(v_tenant);
+    UPDATE wa.tenants t SET sending_paused_at = NULL, updated_at = now()
+     WHERE t.tenant_id OPERATOR(pg_catalog.=) v_tenant AND t.sending_paused_at IS NOT NULL;
+    IF FOUND THEN
+        INSERT INTO wa.account_events (tenant_id, kind, detail) VALUES (v_tenant, 'sending.resumed', '{}');
+    END IF;
+    PERFORM wa._wake_worker_on_commit();
+    RETURN jsonb_build_object('tenant_id', v_tenant, 'sending', 'resumed');
+END
+$$;

@@ -45,6 +45,7 @@ fn configure(app_id: &str, app_secret: &str, verify_token: &str, config_id: &str
          ON CONFLICT (singleton) DO UPDATE
             SET app_id = EXCLUDED.app_id, app_secret_enc = EXCLUDED.app_secret_enc,
                 verify_token_enc = EXCLUDED.verify_token_enc, config_id = EXCLUDED.config_id,
+                database_name = COALESCE(wa.app_config.database_name, EXCLUDED.database_name),
                 updated_at = pg_catalog.now()",
         &[app_id.into(), secret.into(), token.into(), config_id.into()],
     )?;

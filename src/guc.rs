@@ -18,6 +18,7 @@ pub static RATE_LIMIT_PER_NUMBER: GucSetting<i32> = GucSetting::<i32>::new(80);
 pub static HTTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(15_000);
 pub static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(10);
 pub static MEDIA_MAX_BYTES: GucSetting<i32> = GucSetting::<i32>::new(100 * 1024 * 1024);
+pub static SENDING_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static OUTCOME_GRACE_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 
 pub fn register() {
@@ -110,6 +111,14 @@ pub fn register() {
         &MEDIA_MAX_BYTES,
         1024,
         i32::MAX,
+    );
+    GucRegistry::define_bool_guc(
+        c"wa.sending_enabled",
+        c"Whether the background worker sends anything at all.",
+        c"Switch it off (ALTER SYSTEM + pg_reload_conf()) to stop every tenant's sending at once; messages keep queuing.",
+        &SENDING_ENABLED,
+        GucContext::Sighup,
+        GucFlags::default(),
     );
     int(
         c"wa.outcome_grace_ms",

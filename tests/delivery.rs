@@ -353,3 +353,125 @@ fn count_wamid(c: &mut Client, wamid: &str) -> i64 {
     .unwrap()
     .get(0)
 }
+
+fn restore_into_served_database(dump: &[u8]) {
+    use std::io::Write;
+    let mut su = connect_as(DB, "postgres");
+    su.batch_execute(
+        "DROP EXTENSION IF EXISTS whatsapp_pg CASCADE; DROP SCHEMA IF EXISTS wa CASCADE;",
+    )
+    .unwrap();
+    drop(su);
+    let mut psql = std::process::Command::new(wa_integration_tests::pg_bin("psql"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &wa_integration_tests::port().to_string(),
+        ])
+        .args(["-U", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-d", DB])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    psql.stdin.take().unwrap().write_all(dump).unwrap();
+    assert!(psql.wait().unwrap().success(), "restore");
+}
+
+#[test]
+fn sending_can_be_paused_per_tenant_or_globally_and_a_restored_copy_waits_to_be_accepted() {
+    let env = env(SimConfig::benchmark());
+    let (t, _, _) = tenant(&env, "Paused");
+    let mut su = env.su();
+
+    // One tenant paused: its messages queue, nothing goes, until it is resumed.
+    su.query_one("SELECT wa.pause_sending($1::text::uuid)", &[&t])
+        .unwrap();
+    let m = send(&mut su, &t, "15550001111", text("after the pause"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(status_of(&mut su, &m), "queued");
+    assert_eq!(accepted_for(&env.sim, &m), 0);
+    su.query_one("SELECT wa.resume_sending($1::text::uuid)", &[&t])
+        .unwrap();
+    wait_until("sent after resuming", Duration::from_secs(15), || {
+        status_of(&mut su, &m) != "queued"
+    });
+    assert_eq!(accepted_for(&env.sim, &m), 1);
+
+    // Every tenant at once: the wa.sending_enabled switch.
+    set_system(&mut su, "wa.sending_enabled", "off");
+    reload(&mut su);
+    let m = send(&mut su, &t, "15550001111", text("switched off"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(status_of(&mut su, &m), "queued");
+    su.batch_execute("ALTER SYSTEM RESET wa.sending_enabled")
+        .unwrap();
+    reload(&mut su);
+    wait_until("sent when switched on", Duration::from_secs(15), || {
+        status_of(&mut su, &m) != "queued"
+    });
+    assert_eq!(accepted_for(&env.sim, &m), 1);
+
+    // Production (a database the worker does not serve) with a queued message, dumped and
+    // restored under another name: the copy sends nothing until an administrator accepts it.
+    let prod = wa_integration_tests::TestDb::new("prod");
+    let mut p = prod.superuser();
+    p.execute(
+        "SELECT wa.configure_app($1, $2, 'verify', '1')",
+        &[&env.sim.app_id(), &env.sim.app_secret()],
+    )
+    .unwrap();
+    let signup = env.sim.signup_with(json!({ "token": true })).unwrap();
+    let pt: String = p
+        .query_one("SELECT wa.create_tenant('Prod')::text", &[])
+        .unwrap()
+        .get(0);
+    p.execute(
+        "SELECT wa.connect_tenant($1::text::uuid, $2, $3, $4)",
+        &[
+            &pt,
+            &signup.waba_id,
+            &signup.phone_number_id,
+            &signup.access_token.unwrap(),
+        ],
+    )
+    .unwrap();
+    let queued = send(&mut p, &pt, "15550002222", text("from production"));
+    drop(p);
+    let dump = std::process::Command::new(wa_integration_tests::pg_bin("pg_dump"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &wa_integration_tests::port().to_string(),
+        ])
+        .args(["-U", "postgres", &prod.name])
+        .output()
+        .unwrap();
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    drop(su);
+    restore_into_served_database(&dump.stdout);
+    let mut su = connect_as(DB, "postgres");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(status_of(&mut su, &queued), "queued");
+    assert_eq!(accepted_for(&env.sim, &queued), 0, "the copy sent nothing");
+    let status: Value = su
+        .query_one("SELECT wa.worker_status()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        status["sending"]["restored_from"],
+        prod.name.as_str(),
+        "{status}"
+    );
+    su.query_one("SELECT wa.resume_sending()", &[]).unwrap();
+    wait_until("sent once accepted", Duration::from_secs(15), || {
+        status_of(&mut su, &queued) != "queued"
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(accepted_for(&env.sim, &queued), 1, "sent once");
+}

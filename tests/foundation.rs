@@ -579,7 +579,7 @@ fn errors_never_carry_a_rust_backtrace_even_with_rust_backtrace_set() {
             .any(|l| l == "RUST_BACKTRACE=1"),
         "the test cluster runs with RUST_BACKTRACE=1 (make it sets it)"
     );
-    let db = TestDb::new("backtrace");
+    let db = TestDb::new("errtext");
     let mut su = db.superuser();
     let t: String = su
         .query_one("SELECT wa.create_tenant('Backtrace')::text", &[])

@@ -119,6 +119,8 @@ fn new_claim_id() -> i64 {
 /// What a claim hands to the HTTP threads, and key problems it met (to log once each).
 #[derive(Default)]
 struct Claimed {
+    /// This database is a restored copy that was not accepted yet: nothing was claimed.
+    restored: bool,
     jobs: Vec<Job>,
     reports: Vec<String>,
     /// Rows found orphaned by a worker that died, held as unknown outcomes.
@@ -490,6 +492,9 @@ impl Worker {
         {
             return 0;
         }
+        if !guc::SENDING_ENABLED.get() {
+            return 0;
+        }
         if let Err(report) = self.tokens.check_keyring() {
             // No key, no token: nothing is claimed (no row changes) until the file is fixed.
             if let Some(line) = report {
@@ -504,7 +509,7 @@ impl Worker {
             let (a, b, c) = p.budgets();
             (a, b, c, p.default_budget())
         });
-        let blocked = self.tokens.blocked();
+        let mut blocked = self.tokens.blocked();
         let held: Vec<i64> = self.unrecorded.iter().map(|d| d.job.outbox_id).collect();
         let claim_id = new_claim_id();
         let deadline = Instant::now() + self.settings.start_window();
@@ -515,6 +520,20 @@ impl Worker {
         let claimed = txn::run_ok(std::panic::AssertUnwindSafe(
             || -> Result<Claimed, crate::error::WaError> {
                 Spi::run("SET LOCAL synchronous_commit = off")?;
+                let (restored, paused) = Spi::connect(|client| {
+                    let row = client.select(sql::PAUSES, Some(1), &[])?.first();
+                    Ok::<_, pgrx::spi::SpiError>((
+                        row.get::<bool>(1)?.unwrap_or(false),
+                        row.get::<Vec<String>>(2)?.unwrap_or_default(),
+                    ))
+                })?;
+                if restored {
+                    return Ok(Claimed {
+                        restored: true,
+                        ..Claimed::default()
+                    });
+                }
+                blocked.extend(paused);
                 let budgets: serde_json::Map<String, serde_json::Value> = phones
                     .iter()
                     .cloned()
@@ -660,6 +679,11 @@ impl Worker {
                 return 0;
             }
         };
+        if claim.restored {
+            // Look again now and then (wa.resume_sending() also wakes the worker).
+            self.claim_paused_until = Some(Instant::now() + Duration::from_secs(1));
+            return 0;
+        }
         for line in &claim.reports {
             self.note_error("key", line);
         }

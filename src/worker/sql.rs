@@ -73,6 +73,16 @@ RETURNING o.outbox_id, o.tenant_id::pg_catalog.text, o.kind, o.message_id::pg_ca
                        AND c.kind OPERATOR(pg_catalog.=) 'business_token'), ''),
           p.old_claim IS NOT NULL";
 
+/// Whether this database is a copy restored under another name than the one the app was
+/// configured in (it then sends nothing until `wa.resume_sending()` accepts it), and the
+/// tenants whose sending is paused.
+pub const PAUSES: &str = "
+SELECT EXISTS (SELECT 1 FROM wa.app_config c
+                WHERE c.database_name IS NOT NULL
+                  AND c.database_name OPERATOR(pg_catalog.<>) pg_catalog.current_database()::pg_catalog.text),
+       ARRAY(SELECT t.tenant_id::pg_catalog.text FROM wa.tenants t
+              WHERE t.sending_paused_at IS NOT NULL)";
+
 /// A tenant's encrypted business token and the key id it is stored under.
 pub const TOKEN: &str = "
 SELECT c.ciphertext, c.key_id
@@ -385,6 +395,7 @@ SELECT NOT d.datistemplate
 pub const ALL: &[(&str, &str)] = &[
     ("CLAIM", CLAIM),
     ("TOKEN", TOKEN),
+    ("PAUSES", PAUSES),
     ("RATES", RATES),
     ("RELEASE", RELEASE),
     ("HOLD_ROWS", HOLD_ROWS),
