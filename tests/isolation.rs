@@ -80,6 +80,7 @@ fn two_tenants(db: &TestDb) -> (String, String) {
              INSERT INTO wa.media (tenant_id, media_id, mime_type, size_bytes, content)
              VALUES ('{t}', 'media-{phone}', 'image/jpeg', 3, '\\x010203');
              INSERT INTO wa.signups (tenant_id, waba_id) VALUES ('{t}', '{waba}');
+             SELECT wa.begin_signup('{t}');
              INSERT INTO wa.released_routes (kind, external_id, tenant_id)
              VALUES ('waba', '9{waba}', '{t}');"
         ))
