@@ -217,10 +217,10 @@ fn a_database_owner_cannot_take_over_the_worker() {
         });
         assert_eq!(accepted_for(&env.sim, m), 1, "{m} accepted once");
     }
-    assert_eq!(
-        env.sim.stats()["attempts_per_callback"][&retried].as_i64(),
-        Some(2)
-    );
+    // One of the two met the 500 and was sent again.
+    let stats = env.sim.stats();
+    let attempts = |m: &str| stats["attempts_per_callback"][m].as_i64().unwrap_or(0);
+    assert_eq!(attempts(&first) + attempts(&retried), 3);
     let wamid = inbound["wamid"].as_str().unwrap().to_string();
     wait_until("media stored", Duration::from_secs(30), || {
         su.query_one(

@@ -244,7 +244,8 @@ fn faults_are_retried_throttled_failed_or_held_as_documented() {
         "131056 must pace the recipient (next attempt in {wait:.1}s)"
     );
 
-    // Timeout: the request is held longer than wa.http_timeout_ms; retried, then sent.
+    // Timeout after the request went out (Meta took it, the answer came too late): the outcome
+    // is unknown, so it is not sent again; the status webhook settles it.
     set_system(&mut su, "wa.http_timeout_ms", "300");
     reload(&mut su);
     env.sim.admin(
@@ -253,16 +254,23 @@ fn faults_are_retried_throttled_failed_or_held_as_documented() {
         json!({"timeout_ratio": 1.0, "timeout_ms": 1500, "endpoints": ["messages"]}),
     );
     let m = send(&mut su, &b, "15550003333", text("after a timeout"));
-    wait_until("timeout recorded", Duration::from_secs(10), || {
-        su.query_one("SELECT count(*) FROM wa.outbox WHERE message_id = $1::text::uuid AND last_error->>'class' = 'retry'", &[&m])
-            .unwrap()
-            .get::<_, i64>(0)
-            == 1
+    wait_until("settled by its status", Duration::from_secs(20), || {
+        status_of(&mut su, &m) == "read"
     });
     env.sim.admin("POST", "faults", json!({"clear": true}));
-    wait_until("sent after timeout", Duration::from_secs(20), || {
-        status_of(&mut su, &m) != "queued"
-    });
+    wait_until(
+        "the timeout seen by the worker",
+        Duration::from_secs(10),
+        || {
+            let s: Value = su
+                .query_one("SELECT wa.worker_status()", &[])
+                .unwrap()
+                .get(0);
+            s["unknown_outcomes"].as_i64().unwrap_or(0) >= 1
+        },
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(accepted_for(&env.sim, &m), 1, "not sent again");
     set_system(&mut su, "wa.http_timeout_ms", "2000");
     reload(&mut su);
 
@@ -537,9 +545,11 @@ fn a_worker_crash_and_an_immediate_restart_lose_nothing() {
         duplicates <= bound,
         "{duplicates} duplicates exceed what can be in flight at two crashes"
     );
-    assert_eq!(
-        recorded, duplicates,
-        "every second send is kept on its message"
+    // Without status webhooks (off here) the first wamid of a send lost at a crash is never
+    // learnt, so a second send cannot be told from a first: at most what the simulator saw.
+    assert!(
+        recorded <= duplicates,
+        "{recorded} extra wamids, {duplicates} duplicates"
     );
 }
 

@@ -285,13 +285,13 @@ impl Worker {
             }
             // Record outcomes in batches: a transaction per few hundred results, or sooner
             // when nothing else is in flight or the oldest result has waited 10 ms.
-            if !self.finished.is_empty()
+            let recorded = !self.finished.is_empty()
                 && (self.finished.len() >= 512
                     || self.in_flight == 0
                     || self
                         .finished_since
-                        .is_some_and(|t| t.elapsed() >= Duration::from_millis(10)))
-            {
+                        .is_some_and(|t| t.elapsed() >= Duration::from_millis(10)));
+            if recorded {
                 self.flush_finished();
             }
             if !self.unrecorded.is_empty()
@@ -302,7 +302,9 @@ impl Worker {
             }
             self.renew_leases();
             self.flush_stats(false);
-            if claimed == 0 && self.in_flight == 0 {
+            // Not after recording outcomes: they may have made rows claimable (the next message
+            // to a customer waits for the one before it).
+            if claimed == 0 && self.in_flight == 0 && !recorded {
                 // Nothing in flight: sleep until woken by a commit, a number's next opening,
                 // or the safety-net poll (retries become due by time).
                 let mut wait = idle_sleep

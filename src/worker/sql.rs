@@ -39,22 +39,25 @@ WITH due AS (
                AND o.phone_number_id OPERATOR(pg_catalog.<>) ALL ($2::pg_catalog.text[])
                AND o.tenant_id OPERATOR(pg_catalog.<>) ALL ($6::pg_catalog.uuid[])
                AND o.outbox_id OPERATOR(pg_catalog.<>) ALL ($7::pg_catalog.int8[])
-               AND NOT EXISTS (
-                   SELECT 1 FROM wa.outbox e
-                    WHERE o.kind OPERATOR(pg_catalog.=) 'message'
-                      AND e.tenant_id OPERATOR(pg_catalog.=) o.tenant_id
-                      AND e.phone_number_id OPERATOR(pg_catalog.=) o.phone_number_id
-                      AND e.recipient OPERATOR(pg_catalog.=) o.recipient
-                      AND e.kind OPERATOR(pg_catalog.=) 'message'
-                      AND e.failed_at IS NULL
-                      AND e.outbox_id OPERATOR(pg_catalog.<) o.outbox_id)
              ORDER BY o.next_attempt_at, o.outbox_id
              LIMIT ($1 OPERATOR(pg_catalog.*) 2)) o
 ), pick AS (
     SELECT d.tenant_id, d.outbox_id, d.old_claim
       FROM due d
+      JOIN wa.outbox o ON o.tenant_id OPERATOR(pg_catalog.=) d.tenant_id
+                      AND o.outbox_id OPERATOR(pg_catalog.=) d.outbox_id
      WHERE d.rn OPERATOR(pg_catalog.<=)
            COALESCE(($3 OPERATOR(pg_catalog.->>) d.phone_number_id)::pg_catalog.int4, $4)
+       -- Checked for the rows within budget only (a probe each), not the whole window.
+       AND NOT EXISTS (
+           SELECT 1 FROM wa.outbox e
+            WHERE o.kind OPERATOR(pg_catalog.=) 'message'
+              AND e.tenant_id OPERATOR(pg_catalog.=) o.tenant_id
+              AND e.phone_number_id OPERATOR(pg_catalog.=) o.phone_number_id
+              AND e.recipient OPERATOR(pg_catalog.=) o.recipient
+              AND e.kind OPERATOR(pg_catalog.=) 'message'
+              AND e.failed_at IS NULL
+              AND e.outbox_id OPERATOR(pg_catalog.<) o.outbox_id)
      ORDER BY d.outbox_id
      LIMIT $1
 )
