@@ -165,10 +165,15 @@ CREATE FUNCTION wa.worker_status() RETURNS jsonb
     SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     SELECT jsonb_build_object(
+        -- From the server's own view, not the last heartbeat (a restarted worker has a new pid
+        -- before it writes its first heartbeat).
         'running', EXISTS (SELECT 1 FROM pg_stat_activity a
-                            WHERE a.pid OPERATOR(pg_catalog.=) s.pid
-                              AND a.backend_type OPERATOR(pg_catalog.=) 'whatsapp_pg worker'),
-        'pid', s.pid,
+                            WHERE a.backend_type OPERATOR(pg_catalog.=) 'whatsapp_pg worker'
+                              AND a.datname OPERATOR(pg_catalog.=) current_database()),
+        'pid', COALESCE((SELECT a.pid FROM pg_stat_activity a
+                          WHERE a.backend_type OPERATOR(pg_catalog.=) 'whatsapp_pg worker'
+                            AND a.datname OPERATOR(pg_catalog.=) current_database()
+                          LIMIT 1), s.pid),
         'started_at', s.started_at,
         'heartbeat_at', s.heartbeat_at,
         'database', current_setting('wa.database'),
