@@ -165,15 +165,10 @@ CREATE FUNCTION wa.worker_status() RETURNS jsonb
     SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     SELECT jsonb_build_object(
-        -- From the server's own view, not the last heartbeat (a restarted worker has a new pid
-        -- before it writes its first heartbeat).
-        'running', EXISTS (SELECT 1 FROM pg_stat_activity a
-                            WHERE a.backend_type OPERATOR(pg_catalog.=) 'whatsapp_pg worker'
-                              AND a.datname OPERATOR(pg_catalog.=) current_database()),
-        'pid', COALESCE((SELECT a.pid FROM pg_stat_activity a
-                          WHERE a.backend_type OPERATOR(pg_catalog.=) 'whatsapp_pg worker'
-                            AND a.datname OPERATOR(pg_catalog.=) current_database()
-                          LIMIT 1), s.pid),
+        -- From shared memory, not the last heartbeat (a restarted worker has a new pid before
+        -- it writes its first heartbeat) nor pg_stat_activity (which hides other roles' rows).
+        'running', wa._worker_pid() IS NOT NULL,
+        'pid', COALESCE(wa._worker_pid(), s.pid),
         'started_at', s.started_at,
         'heartbeat_at', s.heartbeat_at,
         'database', current_setting('wa.database'),

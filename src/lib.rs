@@ -37,7 +37,7 @@ extension_sql_file!("../sql/ingest.sql", name = "ingest", requires = ["schema"])
 extension_sql_file!(
     "../sql/send.sql",
     name = "send",
-    requires = ["read", "ingest"]
+    requires = ["read", "ingest", send::wake::_worker_pid]
 );
 extension_sql_file!("../sql/signup.sql", name = "signup", requires = ["schema"]);
 // Reading conversations and messages.

@@ -87,6 +87,16 @@ pub fn on_commit() {
     PENDING.with(|p| p.set(true));
 }
 
+/// The pid of the running worker (from shared memory: whoever asks, whatever pg_stat_activity
+/// lets them see), or NULL when none is connected.
+#[pg_extern(volatile, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn _worker_pid() -> Option<i32> {
+    let pid = worker_pid();
+    // SAFETY: BackendPidGetProc only looks the pid up in the proc array.
+    (pid > 0 && unsafe { !pg_sys::BackendPidGetProc(pid).is_null() }).then_some(pid)
+}
+
 /// Wakes the worker when the current transaction commits (for SQL-language callers).
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
