@@ -167,8 +167,8 @@ BEGIN ATOMIC
     SELECT jsonb_build_object(
         -- From shared memory, not the last heartbeat (a restarted worker has a new pid before
         -- it writes its first heartbeat) nor pg_stat_activity (which hides other roles' rows).
-        'running', wa._worker_pid() IS NOT NULL,
-        'pid', COALESCE(wa._worker_pid(), s.pid),
+        'running', w.pid IS NOT NULL,
+        'pid', COALESCE(w.pid, s.pid),
         'started_at', s.started_at,
         'heartbeat_at', s.heartbeat_at,
         'database', current_setting('wa.database'),
@@ -199,7 +199,8 @@ BEGIN ATOMIC
                    count(*) FILTER (WHERE o.failed_at IS NOT NULL) AS failed,
                    count(*) FILTER (WHERE o.outcome_unknown_at IS NOT NULL AND o.failed_at IS NULL) AS unknown
               FROM wa.outbox o) q
-      LEFT JOIN wa.worker_state s ON true;
+      LEFT JOIN wa.worker_state s ON true
+      CROSS JOIN (SELECT wa._worker_pid() AS pid) w;
 END;
 
 -- Pauses sending for a tenant: its messages keep queuing, and none is sent until it is

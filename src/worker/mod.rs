@@ -522,13 +522,15 @@ impl Worker {
         let claimed = txn::run_ok(std::panic::AssertUnwindSafe(
             || -> Result<Claimed, crate::error::WaError> {
                 Spi::run("SET LOCAL synchronous_commit = off")?;
-                let (restored, paused) = Spi::connect(|client| {
-                    let row = client.select(sql::PAUSES, Some(1), &[])?.first();
-                    Ok::<_, pgrx::spi::SpiError>((
-                        row.get::<bool>(1)?.unwrap_or(false),
-                        row.get::<Vec<String>>(2)?.unwrap_or_default(),
-                    ))
-                })?;
+                // A kept plan: it runs before every claim.
+                let (restored, paused) =
+                    crate::plans::with_plan(sql::PAUSES, &[], &[], |client, plan, args| {
+                        let row = client.update(plan, Some(1), args)?.first();
+                        Ok((
+                            row.get::<bool>(1)?.unwrap_or(false),
+                            row.get::<Vec<String>>(2)?.unwrap_or_default(),
+                        ))
+                    })?;
                 if restored {
                     return Ok(Claimed {
                         restored: true,

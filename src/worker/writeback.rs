@@ -63,6 +63,16 @@ struct Batch<'a> {
     media: Vec<Media<'a>>,
 }
 
+impl<'a> Batch<'a> {
+    /// A message that failed for good.
+    fn fail(&mut self, job: &'a super::dispatch::Job, err: Value) {
+        self.failed.0.push(job.outbox_id);
+        self.failed.1.push(job.tenant.as_str());
+        self.failed.2.push(pgrx::JsonB(err));
+        self.failed.3.push(job.claim);
+    }
+}
+
 /// Exponential backoff with full jitter between half and all of the step.
 fn backoff(attempts: i32, base: f64, cap: f64) -> f64 {
     let step = (base * 2f64.powi((attempts - 1).clamp(0, 20))).min(cap);
@@ -171,19 +181,13 @@ pub fn record(done: &[Done], max_attempts: i32, grace_secs: f64) -> Result<Count
                         counts.reauthorize.push(job.tenant.clone());
                     }
                     ErrorClass::Permanent => {
-                        b.failed.0.push(job.outbox_id);
-                        b.failed.1.push(tenant);
-                        b.failed.2.push(pgrx::JsonB(err));
-                        b.failed.3.push(job.claim);
+                        b.fail(job, err);
                         counts.failed += 1;
                     }
                     _ if out_of_attempts || matches!(e, ApiError::TooLarge { .. }) => {
                         let mut err = err;
                         err["gave_up_after_attempts"] = json!(job.attempts);
-                        b.failed.0.push(job.outbox_id);
-                        b.failed.1.push(tenant);
-                        b.failed.2.push(pgrx::JsonB(err));
-                        b.failed.3.push(job.claim);
+                        b.fail(job, err);
                         counts.failed += 1;
                     }
                     ErrorClass::Throttle(scope) => {
