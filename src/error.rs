@@ -38,6 +38,12 @@ pub enum WaError {
     /// 22004: a required argument is NULL.
     #[error("{0}")]
     NullValue(&'static str),
+    /// 53400: a limit of the server is reached for now (background worker slots).
+    #[error("{message}")]
+    Limit { message: String, hint: String },
+    /// 25000: the call cannot run in the caller's transaction as it is.
+    #[error("{message}")]
+    TransactionState { message: String, hint: String },
     /// XX000: a bug or an unexpected SPI failure.
     #[error("{0}")]
     Internal(String),
@@ -69,6 +75,8 @@ impl WaError {
             WaError::KeyFile { .. } => ERRCODE_CONFIG_FILE_ERROR,
             WaError::InvalidAuthorization { .. } => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
             WaError::Undecryptable { .. } => ERRCODE_DATA_CORRUPTED,
+            WaError::Limit { .. } => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            WaError::TransactionState { .. } => ERRCODE_INVALID_TRANSACTION_STATE,
             WaError::Internal(_) => ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -86,7 +94,9 @@ impl WaError {
                     report = report.set_hint(h);
                 }
             }
-            WaError::NotReady { hint, .. } => report = report.set_hint(hint),
+            WaError::NotReady { hint, .. }
+            | WaError::Limit { hint, .. }
+            | WaError::TransactionState { hint, .. } => report = report.set_hint(hint),
             WaError::Undecryptable { detail, .. } => report = report.set_detail(detail),
             WaError::KeyFile { detail, hint, .. }
             | WaError::InvalidAuthorization { detail, hint, .. } => {

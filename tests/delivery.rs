@@ -8,8 +8,8 @@ use postgres::Client;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::Duration;
-use wa_integration_tests::connect_as;
 use wa_integration_tests::worker_env::*;
+use wa_integration_tests::{connect_as, sql_error};
 
 fn text(body: &str) -> Value {
     json!({"type": "text", "text": {"body": body}})
@@ -304,42 +304,30 @@ fn a_slow_signup_blocks_nobody_and_a_cancel_ends_it_within_a_second() {
         .get(0);
     let (tenant, code) = (a.clone(), signup.code.clone());
     let call = std::thread::spawn(move || {
-        let started = std::time::Instant::now();
-        let result = signer.query_one(
-            "SELECT wa.exchange_code($1::text::uuid, $2)",
-            &[&tenant, &code],
-        );
-        (result.map(|_| ()), started.elapsed())
+        signer
+            .query_one(
+                "SELECT wa.exchange_code($1::text::uuid, $2)",
+                &[&tenant, &code],
+            )
+            .map(|_| ())
     });
     std::thread::sleep(Duration::from_millis(500));
     // Meanwhile the same tenant sends and receives as usual.
-    let m = send(&mut su, &a, "15550001111", text("during the signup"));
-    wait_until("sent during the signup", Duration::from_secs(5), || {
-        status_of(&mut su, &m) == "read"
-    });
-    let (status, inbound) = env.sim.admin(
-        "POST",
-        "inbound",
-        json!({"phone_number_id": phone_a, "from": "15550002222", "text": "hi"}),
-    );
-    assert_eq!(status, 200, "{inbound}");
-    let wamid = inbound["wamid"].as_str().unwrap().to_string();
-    wait_until("received during the signup", Duration::from_secs(5), || {
-        count_wamid(&mut su, &wamid) == 1
-    });
+    sends_and_receives(&env, &mut su, &a, &phone_a);
     assert!(!call.is_finished(), "the code exchange is still at Meta");
-    let cancelled = std::time::Instant::now();
-    su.execute("SELECT pg_cancel_backend($1)", &[&signer_pid])
-        .unwrap();
-    let (result, _) = call.join().unwrap();
-    let ended = cancelled.elapsed();
-    let error = result.expect_err("the call was cancelled");
-    assert_eq!(
-        error.as_db_error().map(|e| e.code().code().to_string()),
-        Some("57014".to_string()),
-        "{error}"
+    cancel_within_a_second(&mut su, signer_pid, call);
+    // The signup's worker was not cancelled with its caller: it records how the code exchange
+    // ended (here: it timed out at 2 s), and the connection it would replace is untouched.
+    wait_until(
+        "the signup recorded its end",
+        Duration::from_secs(15),
+        || {
+            count(
+                &mut su,
+                "SELECT count(*) FROM wa.signups WHERE last_error->>'step' = 'token_exchange'",
+            ) == 1
+        },
     );
-    assert!(ended < Duration::from_secs(1), "the cancel took {ended:?}");
     let state: String = su
         .query_one(
             "SELECT state FROM wa.tenants WHERE tenant_id = $1::text::uuid",
@@ -348,6 +336,261 @@ fn a_slow_signup_blocks_nobody_and_a_cancel_ends_it_within_a_second() {
         .unwrap()
         .get(0);
     assert_eq!(state, "connected");
+}
+
+/// A tenant created (and committed) but not connected, and a business at the simulator.
+fn new_tenant(env: &Env, name: &str) -> (String, graph_sim::Signup) {
+    let mut su = env.su();
+    let t: String = su
+        .query_one("SELECT wa.create_tenant($1)::text", &[&name])
+        .unwrap()
+        .get(0);
+    (t, env.sim.signup().unwrap())
+}
+
+fn signup_row(c: &mut Client, tenant: &str) -> Value {
+    c.query_one(
+        "SELECT coalesce(pg_catalog.to_jsonb(s), '{}') || jsonb_build_object(
+                'tenant_state', t.state,
+                'pin', EXISTS (SELECT 1 FROM wa.credentials k
+                                WHERE k.tenant_id = t.tenant_id AND k.kind = 'registration_pin'),
+                'token', EXISTS (SELECT 1 FROM wa.credentials k
+                                  WHERE k.tenant_id = t.tenant_id AND k.kind = 'business_token'),
+                'routes', (SELECT count(*) FROM wa.routes r WHERE r.tenant_id = t.tenant_id),
+                'registration_status', (SELECT string_agg(registration_status, ',')
+                                          FROM wa.phone_numbers p WHERE p.tenant_id = t.tenant_id))
+           FROM wa.tenants t LEFT JOIN wa.signups s USING (tenant_id)
+          WHERE t.tenant_id = $1::text::uuid",
+        &[&tenant],
+    )
+    .unwrap()
+    .get(0)
+}
+
+/// Requests the simulator answered at an endpoint.
+fn calls(env: &Env, endpoint: &str) -> i64 {
+    env.sim.stats()["per_endpoint"][endpoint]
+        .as_i64()
+        .unwrap_or(0)
+}
+
+fn sim_number(env: &Env, phone: &str) -> Value {
+    let state = env.sim.admin("GET", "state", Value::Null).1;
+    state["wabas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|w| w["phone_numbers"].as_array().cloned().unwrap_or_default())
+        .find(|n| n["id"] == phone)
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn a_first_signup_commits_its_steps_holds_no_lock_over_graph_and_outlives_its_caller() {
+    let env = env(SimConfig::benchmark());
+    let (other, other_phone, _) = tenant(&env, "Other");
+    let (t, signup) = new_tenant(&env, "New");
+    let mut su = env.su();
+    set_system(&mut su, "wa.http_timeout_ms", "15000");
+    reload(&mut su);
+    // Meta takes ten seconds to subscribe our app to the new business's WABA.
+    env.sim.admin(
+        "POST",
+        "faults",
+        json!({ "latency_ms": 10000, "endpoints": ["subscribed_apps"] }),
+    );
+    let mut signer = env.su();
+    let signer_pid: i32 = signer
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let (tenant_id, code, waba, phone) = (
+        t.clone(),
+        signup.code.clone(),
+        signup.waba_id.clone(),
+        signup.phone_number_id.clone(),
+    );
+    let call = std::thread::spawn(move || {
+        // In a transaction of the caller's that will not commit.
+        signer.batch_execute("BEGIN").unwrap();
+        let r = signer.query_one(
+            "SELECT wa.exchange_code($1::text::uuid, $2, $3, $4)",
+            &[&tenant_id, &code, &waba, &phone],
+        );
+        r.map(|_| ())
+    });
+    // The token and the connection are committed before the subscribe call goes out.
+    wait_until("the connection stored", Duration::from_secs(8), || {
+        let s = signup_row(&mut su, &t);
+        s["access_checked_at"].is_string() && s["routes"] == 2 && s["token"] == true
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // Meanwhile: a customer writes to the new number (Meta sends right after subscribing),
+    // and it reaches the new tenant; the other tenant sends and receives as usual.
+    let (status, inbound) = env.sim.admin(
+        "POST",
+        "inbound",
+        json!({"phone_number_id": signup.phone_number_id, "from": "15550003333", "text": "first!"}),
+    );
+    assert_eq!(status, 200, "{inbound}");
+    let wamid = inbound["wamid"].as_str().unwrap().to_string();
+    wait_until("received by the new tenant", Duration::from_secs(5), || {
+        count(
+            &mut su,
+            &format!(
+                "SELECT count(*) FROM wa.messages WHERE wamid = '{wamid}' AND tenant_id = '{t}'"
+            ),
+        ) == 1
+    });
+    sends_and_receives(&env, &mut su, &other, &other_phone);
+    assert!(!call.is_finished(), "the subscribe call is still at Meta");
+    // The caller gives up: the call ends at once, its transaction rolls back ...
+    cancel_within_a_second(&mut su, signer_pid, call);
+    // ... and the signup goes on in its worker to the end, with no second call.
+    wait_until("the signup completed", Duration::from_secs(20), || {
+        signup_row(&mut su, &t)["tenant_state"] == "connected"
+    });
+    let s = signup_row(&mut su, &t);
+    assert!(s["completed_at"].is_string(), "{s}");
+    assert_eq!(s["pin"], true, "{s}");
+    assert_eq!(s["registration_status"], "registered", "{s}");
+    assert_eq!(
+        sim_number(&env, &signup.phone_number_id)["registered"],
+        true
+    );
+    let m = send(&mut su, &t, "15550003333", text("welcome"));
+    wait_until("the new tenant sends", Duration::from_secs(10), || {
+        status_of(&mut su, &m) == "read"
+    });
+    assert_eq!(accepted_for(&env.sim, &m), 1);
+}
+
+#[test]
+fn a_signup_that_fails_after_register_keeps_its_pin_and_completes_when_called_again() {
+    let env = env(SimConfig::benchmark());
+    let (t, signup) = new_tenant(&env, "Resumed");
+    let mut su = env.su();
+    let call = |su: &mut Client| -> Value {
+        su.query_one(
+            "SELECT wa.exchange_code($1::text::uuid, $2, $3, $4)",
+            &[&t, &signup.code, &signup.waba_id, &signup.phone_number_id],
+        )
+        .unwrap()
+        .get(0)
+    };
+    // Refused before anything is asked of Meta: a snapshot that would not see the steps the
+    // signup commits, and a tenant the signup's own session cannot see yet.
+    su.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .unwrap();
+    let (sqlstate, _) = sql_error(su.query_one(
+        "SELECT wa.exchange_code($1::text::uuid, $2, $3, $4)",
+        &[&t, &signup.code, &signup.waba_id, &signup.phone_number_id],
+    ));
+    assert_eq!(sqlstate, "25000");
+    su.batch_execute("ROLLBACK").unwrap();
+    su.batch_execute("BEGIN").unwrap();
+    let uncommitted: String = su
+        .query_one("SELECT wa.create_tenant('Uncommitted')::text", &[])
+        .unwrap()
+        .get(0);
+    let (sqlstate, message) = sql_error(su.query_one(
+        "SELECT wa.exchange_code($1::text::uuid, $2, $3, $4)",
+        &[
+            &uncommitted,
+            &signup.code,
+            &signup.waba_id,
+            &signup.phone_number_id,
+        ],
+    ));
+    assert_eq!(sqlstate, "25000", "{message}");
+    su.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(calls(&env, "oauth_access_token"), 0);
+
+    // Meta registers the number but answers only after our timeout (2 s here).
+    env.sim.admin(
+        "POST",
+        "faults",
+        json!({ "timeout_ratio": 1.0, "timeout_ms": 4000, "endpoints": ["register"] }),
+    );
+    let first = call(&mut su);
+    assert_eq!(first["signup"]["last_error"]["step"], "register", "{first}");
+    assert_eq!(first["state"], "error", "{first}");
+    assert_eq!(
+        sim_number(&env, &signup.phone_number_id)["registered"],
+        true
+    );
+    let s = signup_row(&mut su, &t);
+    assert_eq!(s["pin"], true, "the PIN was stored before register: {s}");
+    assert!(s["registered_at"].is_null(), "{s}");
+
+    // Called again, in a transaction rolled back afterwards, with the step after register
+    // failing once: register goes again with the stored PIN (another PIN would get 133005).
+    env.sim.admin("POST", "faults", json!({ "clear": true }));
+    env.sim.admin(
+        "POST",
+        "fail_next",
+        json!({ "endpoint": "phone_number", "code": 2, "http_status": 500 }),
+    );
+    su.batch_execute("BEGIN").unwrap();
+    let second = call(&mut su);
+    su.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(
+        second["signup"]["last_error"]["step"], "phone_number_info",
+        "{second}"
+    );
+    let s = signup_row(&mut su, &t);
+    assert!(
+        s["registered_at"].is_string(),
+        "kept despite the rollback: {s}"
+    );
+    assert_eq!(s["registration_status"], "registered", "{s}");
+    assert_eq!(calls(&env, "register"), 2);
+
+    // Once more: it completes, without registering again.
+    let third = call(&mut su);
+    assert_eq!(third["state"], "connected", "{third}");
+    assert!(third["signup"]["last_error"].is_null(), "{third}");
+    assert_eq!(calls(&env, "register"), 2);
+    let m = send(&mut su, &t, "15550004444", text("connected at last"));
+    wait_until("sent", Duration::from_secs(10), || {
+        status_of(&mut su, &m) == "read"
+    });
+}
+
+/// A tenant sends a message that is read, and receives one.
+fn sends_and_receives(env: &Env, su: &mut Client, tenant: &str, phone: &str) {
+    let m = send(su, tenant, "15550001111", text("during a signup"));
+    wait_until("sent during the signup", Duration::from_secs(5), || {
+        status_of(su, &m) == "read"
+    });
+    let (status, inbound) = env.sim.admin(
+        "POST",
+        "inbound",
+        json!({"phone_number_id": phone, "from": "15550002222", "text": "hi"}),
+    );
+    assert_eq!(status, 200, "{inbound}");
+    let wamid = inbound["wamid"].as_str().unwrap().to_string();
+    wait_until("received during the signup", Duration::from_secs(5), || {
+        count_wamid(su, &wamid) == 1
+    });
+}
+
+/// Cancels a signup call running on another thread: it must end with 57014 within a second.
+fn cancel_within_a_second(
+    su: &mut Client,
+    pid: i32,
+    call: std::thread::JoinHandle<Result<(), postgres::Error>>,
+) {
+    let cancelled = std::time::Instant::now();
+    su.execute("SELECT pg_cancel_backend($1)", &[&pid]).unwrap();
+    let error = call.join().unwrap().expect_err("the call was cancelled");
+    let ended = cancelled.elapsed();
+    assert_eq!(
+        error.as_db_error().map(|e| e.code().code().to_string()),
+        Some("57014".to_string()),
+        "{error}"
+    );
+    assert!(ended < Duration::from_secs(1), "the cancel took {ended:?}");
 }
 
 fn count_wamid(c: &mut Client, wamid: &str) -> i64 {

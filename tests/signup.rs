@@ -203,10 +203,10 @@ fn a_failed_re_signup_changes_nothing_and_a_successful_one_switches() {
         .unwrap()
         .get(0);
     assert_eq!(changes, 0);
-    // The new token waits aside, encrypted.
+    // The new token, and the PIN stored before register was called, wait aside, encrypted.
     assert_eq!(
         credential_kinds(&mut su, &t),
-        ["business_token", "signup_token"]
+        ["business_token", "signup_pin", "signup_token"]
     );
     // The worker keeps sending with the old token, from the old number.
     sends_once(&env, &mut su, &t, None, "after the failed re-signup");

@@ -796,6 +796,11 @@ fn register(shared: &Arc<Shared>, req: &Req, phone: &str, on: bool) -> HResult {
             return Err(bad("Param pin must be a 6-digit number."));
         }
         if let Some(n) = w.numbers.get_mut(phone) {
+            // Once a number has a two-step verification PIN, registering it again takes
+            // that PIN (Meta answers 133005 to any other).
+            if n.pin.as_ref().is_some_and(|p| *p != pin) {
+                return Err(fail(GraphError::from_code(133005), &info));
+            }
             n.registered = true;
             n.pin = Some(pin);
         }

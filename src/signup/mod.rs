@@ -1,12 +1,17 @@
-//! Embedded Signup: code exchange → confirm access to the WABA → subscribe to its webhooks →
-//! register the number → fetch its details → connected.
+//! Embedded Signup: code exchange → confirm access to the WABA → store the connection →
+//! subscribe to its webhooks → register the number → fetch its details → connected.
 //!
-//! Each step's completion is recorded in `wa.signups`; calling `wa.exchange_code` (or
-//! `wa.complete_signup` with a new state) again after a failure resumes at the step that
-//! failed. The business token never passes through SQL text: it comes from the Graph API into
-//! this module and goes into `wa.credentials` encrypted. A failing step does not raise: it is
-//! recorded (the Graph error in `wa.signups.last_error` and a `signup.failed` account event)
-//! and the connection status is returned, so the record survives.
+//! The steps run in a background worker of their own (runner.rs), each as a transaction
+//! that commits before the next Graph API call, so no lock is held across a call and nothing
+//! Meta has done is lost to a rollback: the token is stored the moment the code is exchanged,
+//! the connection (routes included) before the WABA is subscribed, and the registration PIN
+//! before the number is registered. Each step's completion is recorded in `wa.signups`;
+//! calling `wa.exchange_code` (or `wa.complete_signup` with a new state) again after a
+//! failure, a cancel or a crash resumes at the step that did not finish. The business token
+//! never passes through SQL text: it comes from the Graph API into this module and goes into
+//! `wa.credentials` encrypted. A failing step does not raise: it is recorded (the Graph error
+//! in `wa.signups.last_error` and a `signup.failed` account event) and the connection status
+//! is returned.
 //!
 //! A tenant that is not connected when its signup starts goes `pending`, `error` when a step
 //! fails, and `connected` at the end. A re-signup of a connected (or `action_required`)
@@ -15,7 +20,10 @@
 //! touched and the tenant's state stays as it is, so the worker keeps sending with the old
 //! token. Only at the end are they promoted and the connection stored.
 
+mod runner;
 mod state;
+
+pub use runner::init_shmem;
 
 use crate::connect::{require_meta_id, seal_token};
 use crate::error::{OrRaise, WaError, WaResult};
@@ -41,6 +49,7 @@ struct Progress {
 /// One call's signup: the tenant, the attempt (the signup state consumed by
 /// `wa.complete_signup`; none for `wa.exchange_code`) and whether the current connection is
 /// kept until the signup completes.
+#[derive(Clone, Copy)]
 struct Run {
     tenant: pgrx::Uuid,
     attempt: Option<pgrx::Uuid>,
@@ -206,10 +215,10 @@ fn status(tenant: pgrx::Uuid) -> WaResult<pgrx::JsonB> {
 fn result(tenant: pgrx::Uuid) -> WaResult<pgrx::JsonB> {
     let mut s = status(tenant)?;
     let signup = Spi::get_one_with_args::<pgrx::JsonB>(
-        "SELECT pg_catalog.jsonb_build_object('signup_attempt_id', signup_attempt_id,
-                'keeps_connection', keeps_connection, 'completed', completed_at IS NOT NULL,
-                'last_error', last_error)
-           FROM wa.signups WHERE tenant_id = $1",
+        "SELECT (SELECT pg_catalog.jsonb_build_object('signup_attempt_id', signup_attempt_id,
+                        'keeps_connection', keeps_connection, 'completed', completed_at IS NOT NULL,
+                        'last_error', last_error)
+                   FROM wa.signups WHERE tenant_id = $1)",
         &[tenant.into()],
     )?;
     s.0["signup"] = signup.map(|j| j.0).unwrap_or(Value::Null);
@@ -234,7 +243,8 @@ fn seal(tenant: pgrx::Uuid, kind: &str, plain: &[u8]) -> WaResult<(Vec<u8>, Stri
 /// A stored secret of a tenant in plaintext, if there is one.
 fn open(tenant: pgrx::Uuid, kind: &str) -> WaResult<Option<zeroize::Zeroizing<Vec<u8>>>> {
     let Some(envelope) = Spi::get_one_with_args::<Vec<u8>>(
-        "SELECT ciphertext FROM wa.credentials WHERE tenant_id = $1 AND kind = $2",
+        // One row, NULL when there is no such secret.
+        "SELECT (SELECT ciphertext FROM wa.credentials WHERE tenant_id = $1 AND kind = $2)",
         &[tenant.into(), kind.into()],
     )?
     else {
@@ -279,22 +289,35 @@ fn validate(code: &str, waba: Option<&str>, phone: Option<&str>) -> WaResult<()>
     Ok(())
 }
 
-/// The end of a re-signup: the new token becomes the business token, the WABA, number and
-/// routes are stored (state `connected`), the new PIN becomes the registration PIN.
-fn promote(run: &Run, waba: &str, phone: Option<&str>) -> WaResult<()> {
-    let tenant = run.tenant;
-    let token = open_token(run)?;
-    let (sealed, key_id) = seal_token(&tenant.to_string(), &token)?;
+/// Stores the connection (token, WABA, number, routes) in `state`, applying parked webhooks.
+fn store_connection(
+    tenant: pgrx::Uuid,
+    waba: &str,
+    phone: Option<&str>,
+    token: &str,
+    state: &str,
+) -> WaResult<()> {
+    let (sealed, key_id) = seal_token(&tenant.to_string(), token)?;
     Spi::run_with_args(
-        "SELECT wa._store_connection($1, $2, $3, $4, $5, 'embedded_signup', 'connected')",
+        "SELECT wa._store_connection($1, $2, $3, $4, $5, 'embedded_signup', $6)",
         &[
             tenant.into(),
             waba.into(),
             phone.into(),
             sealed.into(),
             key_id.into(),
+            state.into(),
         ],
     )?;
+    Ok(())
+}
+
+/// The end of a re-signup: the new token becomes the business token, the WABA, number and
+/// routes are stored (state `connected`), the new PIN becomes the registration PIN.
+fn promote(run: &Run, waba: &str, phone: Option<&str>) -> WaResult<()> {
+    let tenant = run.tenant;
+    let token = open_token(run)?;
+    store_connection(tenant, waba, phone, &token, "connected")?;
     Spi::run_with_args(
         "UPDATE wa.credentials b SET expires_at = s.expires_at
            FROM wa.credentials s
@@ -331,6 +354,8 @@ fn promote(run: &Run, waba: &str, phone: Option<&str>) -> WaResult<()> {
     Ok(())
 }
 
+/// The caller's side of a signup: checks the caller's rights and the arguments, hands the
+/// signup to its worker (runner.rs), waits for it, and returns the status it left.
 fn exchange(
     tenant: pgrx::Uuid,
     code: &str,
@@ -340,14 +365,147 @@ fn exchange(
 ) -> WaResult<pgrx::JsonB> {
     Spi::run_with_args("SELECT wa._authorize_tenant($1)", &[tenant.into()])?;
     validate(code, waba, phone)?;
-    let code_hash = hex::encode(Sha256::digest(code.as_bytes()));
+    preflight(tenant)?;
+    runner::run(&runner::Request {
+        // SAFETY: reading this backend's database.
+        database: unsafe { pg_sys::MyDatabaseId },
+        tenant,
+        attempt,
+        code: zeroize::Zeroizing::new(code.to_string()),
+        waba: waba.map(str::to_owned),
+        phone: phone.map(str::to_owned),
+    })?;
+    // What the worker committed: a statement snapshot taken now, not when the call started.
+    // SAFETY: a snapshot pushed and popped around the one read; an error pops it with the
+    // transaction.
+    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+    let out = result(tenant);
+    unsafe { pg_sys::PopActiveSnapshot() };
+    out
+}
+
+/// What the signup worker cannot see or do for the caller, refused before it starts.
+fn preflight(tenant: pgrx::Uuid) -> WaResult<()> {
+    // SAFETY: reading the transaction's isolation level.
+    if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
+        return Err(WaError::TransactionState {
+            message: "a signup cannot run in a REPEATABLE READ or SERIALIZABLE transaction".into(),
+            hint: "Its steps commit on their own, and this transaction's snapshot would not see them: call it in READ COMMITTED.".into(),
+        });
+    }
+    // The tenant row's xmin, as text (xid has no integer cast): one of this transaction's
+    // own (sub)transactions means the signup's session cannot see the tenant.
+    let xmin = Spi::get_one_with_args::<String>(
+        "SELECT (SELECT t.xmin::pg_catalog.text FROM wa.tenants t WHERE t.tenant_id = $1)",
+        &[tenant.into()],
+    )?
+    .and_then(|x| x.parse::<u32>().ok());
+    // SAFETY: a lookup of this backend's transaction state.
+    let created_here = xmin.is_some_and(|x| unsafe {
+        pg_sys::TransactionIdIsCurrentTransactionId(pg_sys::TransactionId::from_inner(x))
+    });
+    if created_here {
+        return Err(WaError::TransactionState {
+            message: format!("tenant {tenant} was created in this transaction, which has not committed"),
+            hint: "Commit the transaction that creates the tenant before its signup: the signup's steps run and commit in a session of their own.".into(),
+        });
+    }
+    if Spi::get_one::<String>("SELECT app_id FROM wa.app_config")?.is_none() {
+        return Err(WaError::NotReady {
+            message: "the Meta app is not configured".into(),
+            hint: "An administrator must call wa.configure_app(app_id, app_secret, webhook_verify_token, config_id).".into(),
+        });
+    }
+    // The key must open before Meta is asked for anything: the token has to be stored.
+    keys::keyring()?;
+    Ok(())
+}
+
+/// A step's SQL: a transaction of its own, committed before the next Graph call. An error
+/// rolls back only this step.
+fn sql<R>(f: impl FnOnce() -> WaResult<R>) -> Result<R, String> {
+    crate::worker::txn::run_ok(std::panic::AssertUnwindSafe(f))
+}
+
+/// As `sql`, for a step that must not be lost once Meta has done its part (the token, the
+/// PIN): tried again a few times when it fails (a lock timeout, say).
+fn sql_must<R>(mut f: impl FnMut() -> WaResult<R>) -> Result<R, String> {
+    let mut last = String::new();
+    for attempt in 0..5 {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            pgrx::check_for_interrupts!();
+        }
+        match crate::worker::txn::run_ok(std::panic::AssertUnwindSafe(&mut f)) {
+            Ok(v) => return Ok(v),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Where a signup starts: what is done already, and what its steps need.
+struct Start {
+    run: Run,
+    p: Progress,
+    app_id: String,
+    secret: zeroize::Zeroizing<String>,
+    waba: Option<String>,
+    phone: Option<String>,
+}
+
+/// The signup worker's side (runner.rs): waits for any other signup of the tenant to end,
+/// then runs the steps that are not done yet. A failure is recorded in `wa.signups` (and the
+/// tenant's state) by the step that met it; an error of our own is recorded the same way.
+fn drive(req: &runner::Request) {
+    let tenant = req.tenant;
+    loop {
+        let locked = sql(|| {
+            Ok(Spi::get_one_with_args::<bool>(
+                "SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtextextended(
+                        'whatsapp_pg signup ' OPERATOR(pg_catalog.||) $1::pg_catalog.text, 0))",
+                &[tenant.into()],
+            )?
+            .unwrap_or(false))
+        });
+        match locked {
+            Ok(true) => break,
+            Ok(false) => {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                pgrx::check_for_interrupts!();
+            }
+            Err(e) => {
+                pgrx::log!("whatsapp_pg signup of tenant {tenant}: {e}");
+                return;
+            }
+        }
+    }
+    let mut at: (Option<Run>, &'static str) = (None, "start");
+    if let Err(message) = steps(req, &mut at) {
+        let (run, step) = at;
+        pgrx::log!("whatsapp_pg signup of tenant {tenant}: {step} failed: {message}");
+        let run = run.unwrap_or(Run {
+            tenant,
+            attempt: req.attempt,
+            keeps_connection: false,
+        });
+        let detail = json!({"step": step, "message": format!("{step} failed: {message}")});
+        if let Err(e) = sql(|| record_failure(&run, detail.clone())) {
+            pgrx::log!("whatsapp_pg signup of tenant {tenant}: cannot record the failure: {e}");
+        }
+    }
+}
+
+/// Where the signup stands, and the reset of a new signup (its first transaction).
+fn begin(req: &runner::Request, code_hash: &str) -> WaResult<Option<Start>> {
+    let tenant = req.tenant;
     let mut p = load(tenant)?;
     let token_kind = if p.keeps_connection {
         "signup_token"
     } else {
         "business_token"
     };
-    if (p.completed && p.code_sha256.as_deref() != Some(&code_hash))
+    if (p.completed && p.code_sha256.as_deref() != Some(code_hash))
         || (p.token && !p.completed && !has_credential(tenant, token_kind)?)
     {
         // A new signup for an already connected tenant (another number, a reconnect), or
@@ -357,7 +515,7 @@ fn exchange(
     }
     if p.completed && p.keeps_connection {
         // This re-signup is done and promoted; the same code again changes nothing.
-        return result(tenant);
+        return Ok(None);
     }
     if !p.token {
         // The signup starts here: a connected tenant stays connected until it completes.
@@ -371,14 +529,14 @@ fn exchange(
             &[tenant.into(), keeps.into()],
         )?;
         p.keeps_connection = keeps;
-        if p.code_sha256.as_deref() != Some(&code_hash) {
+        if p.code_sha256.as_deref() != Some(code_hash) {
             Spi::run_with_args(
                 "UPDATE wa.signups SET code_sha256 = $2 WHERE tenant_id = $1",
-                &[tenant.into(), code_hash.as_str().into()],
+                &[tenant.into(), code_hash.into()],
             )?;
         }
     }
-    if let Some(a) = attempt {
+    if let Some(a) = req.attempt {
         Spi::run_with_args(
             "UPDATE wa.signups SET signup_attempt_id = $2 WHERE tenant_id = $1",
             &[tenant.into(), a.into()],
@@ -386,12 +544,12 @@ fn exchange(
     }
     let run = Run {
         tenant,
-        attempt,
+        attempt: req.attempt,
         keeps_connection: p.keeps_connection,
     };
     // The browser's session info names the WABA and number; keep what we learn.
-    let waba = waba.map(str::to_owned).or(p.waba.clone());
-    let phone = phone.map(str::to_owned).or(p.phone.clone());
+    let waba = req.waba.clone().or(p.waba.clone());
+    let phone = req.phone.clone().or(p.phone.clone());
     Spi::run_with_args(
         "UPDATE wa.signups SET waba_id = $2, phone_number_id = $3, updated_at = pg_catalog.now() WHERE tenant_id = $1",
         &[tenant.into(), waba.clone().into(), phone.clone().into()],
@@ -403,7 +561,6 @@ fn exchange(
             &[tenant.into()],
         )?;
     }
-    let graph = crate::graph::client();
     let app_id = Spi::get_one::<String>("SELECT app_id FROM wa.app_config")?.ok_or_else(|| WaError::NotReady {
         message: "the Meta app is not configured".into(),
         hint: "An administrator must call wa.configure_app(app_id, app_secret, webhook_verify_token, config_id).".into(),
@@ -411,221 +568,130 @@ fn exchange(
     let secret = app_config::app_secret("app_secret")?;
     let secret = String::from_utf8(secret.to_vec())
         .map_err(|_| WaError::Internal("app secret is not UTF-8".into()))?;
+    Ok(Some(Start {
+        run,
+        p,
+        app_id,
+        secret: zeroize::Zeroizing::new(secret),
+        waba,
+        phone,
+    }))
+}
 
-    // 1. The code (valid for about 30 s) for the business token.
-    if !p.token {
-        match graph.exchange_code(&app_id, &secret, code) {
-            Ok(t) => {
-                let (sealed, key_id) =
-                    seal(tenant, run.token_kind(), t.access_token.expose().as_bytes())?;
-                Spi::run_with_args(
-                    "INSERT INTO wa.credentials (tenant_id, kind, ciphertext, key_id, source, expires_at)
-                     VALUES ($1, $2, $3, $4, 'embedded_signup',
-                             CASE WHEN $5::bigint > 0 THEN pg_catalog.now() + $5::bigint * interval '1 second' END)
-                     ON CONFLICT (tenant_id, kind) DO UPDATE
-                        SET ciphertext = EXCLUDED.ciphertext, key_id = EXCLUDED.key_id,
-                            source = EXCLUDED.source, expires_at = EXCLUDED.expires_at,
-                            updated_at = pg_catalog.now()",
-                    &[
-                        tenant.into(),
-                        run.token_kind().into(),
-                        sealed.into(),
-                        key_id.into(),
-                        t.expires_in.unwrap_or(0).into(),
-                    ],
-                )?;
-                mark(&run, "token_at")?;
-            }
-            Err(e) => {
-                fail(&run, "token_exchange", &e)?;
-                return result(tenant);
-            }
-        }
-    }
-    let token = open_token(&run)?;
+/// Stores the business token (the live one, or aside for a re-signup) the moment Meta gave it.
+fn store_token(run: &Run, t: &whatsapp_client::api::TokenResponse) -> WaResult<()> {
+    let (sealed, key_id) = seal(
+        run.tenant,
+        run.token_kind(),
+        t.access_token.expose().as_bytes(),
+    )?;
+    Spi::run_with_args(
+        "INSERT INTO wa.credentials (tenant_id, kind, ciphertext, key_id, source, expires_at)
+         VALUES ($1, $2, $3, $4, 'embedded_signup',
+                 CASE WHEN $5::bigint > 0 THEN pg_catalog.now() + $5::bigint * interval '1 second' END)
+         ON CONFLICT (tenant_id, kind) DO UPDATE
+            SET ciphertext = EXCLUDED.ciphertext, key_id = EXCLUDED.key_id,
+                source = EXCLUDED.source, expires_at = EXCLUDED.expires_at,
+                updated_at = pg_catalog.now()",
+        &[
+            run.tenant.into(),
+            run.token_kind().into(),
+            sealed.into(),
+            key_id.into(),
+            t.expires_in.unwrap_or(0).into(),
+        ],
+    )?;
+    mark(run, "token_at")
+}
 
-    // 2. Confirm the token reaches the WABA (and find it and the number if not given).
-    let mut waba = waba;
-    let mut phone = phone;
-    if !p.access {
-        if waba.is_none() {
-            match graph.debug_token(&app_id, &secret, &token) {
-                Ok(info) => {
-                    waba = info
-                        .target_ids("whatsapp_business_management")
-                        .first()
-                        .map(|s| s.to_string())
-                }
-                Err(e) => {
-                    fail(&run, "debug_token", &e)?;
-                    return result(tenant);
-                }
-            }
-        }
-        let Some(w) = waba.clone() else {
+/// Access confirmed: a new tenant's connection (WABA, number, routes) is stored and committed
+/// now, before the WABA is subscribed, so that webhooks Meta sends from then on find their
+/// tenant. A re-signup stores nothing yet, but a WABA or number of another tenant fails now.
+/// False when the step failed (recorded).
+fn store_access(run: &Run, waba: &str, phone: Option<&str>, token: &str) -> WaResult<bool> {
+    let tenant = run.tenant;
+    if run.keeps_connection {
+        let taken = Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM wa.routes r
+                             WHERE (r.kind, r.external_id) IN (('waba', $2), ('phone_number', $3))
+                               AND r.tenant_id <> $1)",
+            &[tenant.into(), waba.into(), phone.into()],
+        )?
+        .unwrap_or(false);
+        if taken {
             record_failure(
-                &run,
-                json!({"step": "access", "message": "the token grants access to no WhatsApp Business Account"}),
+                run,
+                json!({"step": "access", "message": format!("WABA {waba} or its phone number is already connected to another tenant")}),
             )?;
-            return result(tenant);
-        };
-        match graph.list_phone_numbers(&w, &token) {
-            Ok(numbers) => {
-                let ids: Vec<String> = numbers.iter().filter_map(|n| n.id.clone()).collect();
-                if let Some(p) = &phone
-                    && !ids.contains(p)
-                {
-                    record_failure(
-                        &run,
-                        json!({"step": "access", "message": format!("phone number {p} is not in WABA {w}")}),
-                    )?;
-                    return result(tenant);
-                }
-                if phone.is_none() && ids.len() == 1 {
-                    phone = ids.first().cloned();
-                }
-            }
-            Err(e) => {
-                fail(&run, "access", &e)?;
-                return result(tenant);
-            }
+            return Ok(false);
         }
-        if run.keeps_connection {
-            // Nothing is stored before the end; but a WABA or number of another tenant would
-            // fail then, so it fails now.
-            let taken = Spi::get_one_with_args::<bool>(
-                "SELECT EXISTS (SELECT 1 FROM wa.routes r
-                                 WHERE (r.kind, r.external_id) IN (('waba', $2), ('phone_number', $3))
-                                   AND r.tenant_id <> $1)",
-                &[tenant.into(), w.as_str().into(), phone.clone().into()],
-            )?
-            .unwrap_or(false);
-            if taken {
-                record_failure(
-                    &run,
-                    json!({"step": "access", "message": format!("WABA {w} or its phone number is already connected to another tenant")}),
-                )?;
-                return result(tenant);
-            }
-        } else {
-            let (sealed, key_id) = seal_token(&tenant.to_string(), &token)?;
-            Spi::run_with_args(
-                "SELECT wa._store_connection($1, $2, $3, $4, $5, 'embedded_signup', 'pending')",
-                &[
-                    tenant.into(),
-                    w.as_str().into(),
-                    phone.clone().into(),
-                    sealed.into(),
-                    key_id.into(),
-                ],
-            )?;
-        }
-        Spi::run_with_args(
-            "UPDATE wa.signups SET waba_id = $2, phone_number_id = $3 WHERE tenant_id = $1",
-            &[tenant.into(), w.as_str().into(), phone.clone().into()],
-        )?;
-        mark(&run, "access_checked_at")?;
+    } else {
+        store_connection(tenant, waba, phone, token, "pending")?;
     }
-    let Some(waba) = waba else {
-        return Err(WaError::Internal("signup lost its WABA".into()));
+    Spi::run_with_args(
+        "UPDATE wa.signups SET waba_id = $2, phone_number_id = $3 WHERE tenant_id = $1",
+        &[tenant.into(), waba.into(), phone.into()],
+    )?;
+    mark(run, "access_checked_at")?;
+    Ok(true)
+}
+
+/// The PIN the number is registered with: the one stored by an earlier attempt (Meta may
+/// have taken it even if that attempt never heard back), the tenant's registration PIN when
+/// a re-signup registers a number it already registered (Meta refuses another PIN), or a new
+/// one. It is stored and committed before `register` is called.
+fn pin_for(run: &Run, phone: &str) -> WaResult<zeroize::Zeroizing<String>> {
+    let text = |pin: zeroize::Zeroizing<Vec<u8>>| {
+        String::from_utf8(pin.to_vec())
+            .map(zeroize::Zeroizing::new)
+            .map_err(|_| WaError::Internal("stored PIN is not UTF-8".into()))
     };
-
-    // 3. Webhooks of the WABA to our app.
-    if !p.subscribed {
-        match graph.subscribe_app(&waba, &token) {
-            Ok(()) => {
-                if !run.keeps_connection {
-                    Spi::run_with_args(
-                        "UPDATE wa.wabas SET subscribed_at = pg_catalog.now() WHERE tenant_id = $1 AND waba_id = $2",
-                        &[tenant.into(), waba.as_str().into()],
-                    )?;
-                }
-                mark(&run, "subscribed_at")?;
-            }
-            Err(e) => {
-                fail(&run, "subscribe", &e)?;
-                return result(tenant);
-            }
-        }
+    if let Some(pin) = open(run.tenant, run.pin_kind())? {
+        return text(pin);
     }
+    let ours = run.keeps_connection
+        && Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM wa.phone_numbers
+                             WHERE tenant_id = $1 AND phone_number_id = $2
+                               AND registration_status = 'registered')",
+            &[run.tenant.into(), phone.into()],
+        )?
+        .unwrap_or(false);
+    let pin = match open(run.tenant, "registration_pin")? {
+        Some(current) if ours => text(current)?,
+        _ => zeroize::Zeroizing::new(random_pin()?),
+    };
+    let (sealed, key_id) = seal(run.tenant, run.pin_kind(), pin.as_bytes())?;
+    Spi::run_with_args(
+        "INSERT INTO wa.credentials (tenant_id, kind, ciphertext, key_id, source)
+         VALUES ($1, $2, $3, $4, 'embedded_signup')
+         ON CONFLICT (tenant_id, kind) DO UPDATE
+            SET ciphertext = EXCLUDED.ciphertext, key_id = EXCLUDED.key_id, updated_at = pg_catalog.now()",
+        &[
+            run.tenant.into(),
+            run.pin_kind().into(),
+            sealed.into(),
+            key_id.into(),
+        ],
+    )?;
+    Ok(pin)
+}
 
-    // FINISH_ONLY_WABA: connected as far as it goes; the number comes later.
-    let Some(phone) = phone else {
-        if run.keeps_connection {
-            // The tenant keeps its numbers: it stays connected.
-            promote(&run, &waba, None)?;
-            mark(&run, "completed_at")?;
-            notify(tenant, "connected")?;
-            return result(tenant);
+/// The end of the signup: the tenant is connected (or a re-signup's connection promoted).
+fn finish(run: &Run, waba: &str, phone: Option<&str>, promote_now: bool) -> WaResult<()> {
+    let tenant = run.tenant;
+    if run.keeps_connection {
+        if promote_now {
+            promote(run, waba, phone)?;
         }
+    } else if phone.is_none() {
+        // FINISH_ONLY_WABA: connected as far as it goes; the number comes later.
         Spi::run_with_args(
             "UPDATE wa.tenants SET state = 'pending', last_error = NULL, updated_at = pg_catalog.now() WHERE tenant_id = $1",
             &[tenant.into()],
         )?;
-        mark(&run, "completed_at")?;
-        notify(tenant, "pending")?;
-        return result(tenant);
-    };
-
-    // 4. Register the number for Cloud API with a two-step verification PIN we keep.
-    if !p.registered {
-        let pin = random_pin()?;
-        let (sealed, key_id) = seal(tenant, run.pin_kind(), pin.as_bytes())?;
-        match graph.register_phone(&phone, &token, &pin) {
-            Ok(()) => {
-                Spi::run_with_args(
-                    "INSERT INTO wa.credentials (tenant_id, kind, ciphertext, key_id, source)
-                     VALUES ($1, $2, $3, $4, 'embedded_signup')
-                     ON CONFLICT (tenant_id, kind) DO UPDATE
-                        SET ciphertext = EXCLUDED.ciphertext, key_id = EXCLUDED.key_id, updated_at = pg_catalog.now()",
-                    &[
-                        tenant.into(),
-                        run.pin_kind().into(),
-                        sealed.into(),
-                        key_id.into(),
-                    ],
-                )?;
-                if !run.keeps_connection {
-                    Spi::run_with_args(
-                        "UPDATE wa.phone_numbers SET registration_status = 'registered', registered_at = pg_catalog.now(),
-                                updated_at = pg_catalog.now()
-                          WHERE tenant_id = $1 AND phone_number_id = $2",
-                        &[tenant.into(), phone.as_str().into()],
-                    )?;
-                }
-                mark(&run, "registered_at")?;
-            }
-            Err(e) => {
-                fail(&run, "register", &e)?;
-                return result(tenant);
-            }
-        }
-    }
-
-    // 5. What the number looks like now. (A re-signup stores the connection first: the
-    //    number may be new to this tenant.)
-    let mut promoted = false;
-    if !p.info {
-        match graph.phone_number_info(&phone, &token) {
-            Ok(n) => {
-                if run.keeps_connection {
-                    promote(&run, &waba, Some(&phone))?;
-                    promoted = true;
-                }
-                store_number_info(tenant, &phone, &n)?;
-                mark(&run, "info_at")?;
-            }
-            Err(e) => {
-                fail(&run, "phone_number_info", &e)?;
-                return result(tenant);
-            }
-        }
-    }
-
-    if run.keeps_connection {
-        if !promoted {
-            promote(&run, &waba, Some(&phone))?;
-        }
+        mark(run, "completed_at")?;
+        return notify(tenant, "pending");
     } else {
         Spi::run_with_args(
             "UPDATE wa.tenants SET state = 'connected', last_error = NULL, updated_at = pg_catalog.now() WHERE tenant_id = $1",
@@ -634,9 +700,148 @@ fn exchange(
         Spi::run_with_args("SELECT wa._release_held($1)", &[tenant.into()])?;
         send::wake::on_commit();
     }
-    mark(&run, "completed_at")?;
-    notify(tenant, "connected")?;
-    result(tenant)
+    mark(run, "completed_at")?;
+    notify(tenant, "connected")
+}
+
+/// The steps, each Graph call outside any transaction and each outcome committed at once.
+/// `at` says which step is running, for the record of an error of our own.
+fn steps(req: &runner::Request, at: &mut (Option<Run>, &'static str)) -> Result<(), String> {
+    let tenant = req.tenant;
+    let code_hash = hex::encode(Sha256::digest(req.code.as_bytes()));
+    let Some(start) = sql(|| begin(req, &code_hash))? else {
+        return Ok(());
+    };
+    let Start {
+        run,
+        p,
+        app_id,
+        secret,
+        mut waba,
+        mut phone,
+    } = start;
+    at.0 = Some(run);
+    let graph = crate::graph::client();
+
+    // 1. The code (valid for about 30 s) for the business token, stored as soon as it comes.
+    if !p.token {
+        at.1 = "token_exchange";
+        match graph.exchange_code(&app_id, &secret, &req.code) {
+            Ok(t) => sql_must(|| store_token(&run, &t))?,
+            Err(e) => return sql(|| fail(&run, "token_exchange", &e)),
+        }
+    }
+    at.1 = "token";
+    let token = sql(|| open_token(&run))?;
+
+    // 2. Confirm the token reaches the WABA (and find it and the number if not given).
+    if !p.access {
+        at.1 = "access";
+        if waba.is_none() {
+            match graph.debug_token(&app_id, &secret, &token) {
+                Ok(info) => {
+                    waba = info
+                        .target_ids("whatsapp_business_management")
+                        .first()
+                        .map(|s| s.to_string())
+                }
+                Err(e) => return sql(|| fail(&run, "debug_token", &e)),
+            }
+        }
+        let Some(w) = waba.clone() else {
+            return sql(|| {
+                record_failure(
+                    &run,
+                    json!({"step": "access", "message": "the token grants access to no WhatsApp Business Account"}),
+                )
+            });
+        };
+        match graph.list_phone_numbers(&w, &token) {
+            Ok(numbers) => {
+                let ids: Vec<String> = numbers.iter().filter_map(|n| n.id.clone()).collect();
+                if let Some(p) = &phone
+                    && !ids.contains(p)
+                {
+                    let detail = json!({"step": "access", "message": format!("phone number {p} is not in WABA {w}")});
+                    return sql(|| record_failure(&run, detail.clone()));
+                }
+                if phone.is_none() && ids.len() == 1 {
+                    phone = ids.first().cloned();
+                }
+            }
+            Err(e) => return sql(|| fail(&run, "access", &e)),
+        }
+        if !sql(|| store_access(&run, &w, phone.as_deref(), &token))? {
+            return Ok(());
+        }
+    }
+    let Some(waba) = waba else {
+        return Err("the signup lost its WABA".into());
+    };
+
+    // 3. Webhooks of the WABA to our app (the connection is committed: they find it).
+    if !p.subscribed {
+        at.1 = "subscribe";
+        match graph.subscribe_app(&waba, &token) {
+            Ok(()) => sql(|| {
+                if !run.keeps_connection {
+                    Spi::run_with_args(
+                        "UPDATE wa.wabas SET subscribed_at = pg_catalog.now() WHERE tenant_id = $1 AND waba_id = $2",
+                        &[tenant.into(), waba.as_str().into()],
+                    )?;
+                }
+                mark(&run, "subscribed_at")
+            })?,
+            Err(e) => return sql(|| fail(&run, "subscribe", &e)),
+        }
+    }
+
+    // FINISH_ONLY_WABA: as far as it goes; the number comes later.
+    let Some(phone) = phone else {
+        at.1 = "complete";
+        return sql(|| finish(&run, &waba, None, true));
+    };
+
+    // 4. Register the number for Cloud API with a two-step verification PIN that is stored
+    //    (committed) before Meta hears of it.
+    if !p.registered {
+        at.1 = "register";
+        let pin = sql_must(|| pin_for(&run, &phone))?;
+        match graph.register_phone(&phone, &token, &pin) {
+            Ok(()) => sql(|| {
+                if !run.keeps_connection {
+                    Spi::run_with_args(
+                        "UPDATE wa.phone_numbers SET registration_status = 'registered', registered_at = pg_catalog.now(),
+                                updated_at = pg_catalog.now()
+                          WHERE tenant_id = $1 AND phone_number_id = $2",
+                        &[tenant.into(), phone.as_str().into()],
+                    )?;
+                }
+                mark(&run, "registered_at")
+            })?,
+            Err(e) => return sql(|| fail(&run, "register", &e)),
+        }
+    }
+
+    // 5. What the number looks like now. (A re-signup stores the connection first: the
+    //    number may be new to this tenant.)
+    let mut promoted = false;
+    if !p.info {
+        at.1 = "phone_number_info";
+        match graph.phone_number_info(&phone, &token) {
+            Ok(n) => sql(|| {
+                if run.keeps_connection {
+                    promote(&run, &waba, Some(&phone))?;
+                }
+                store_number_info(tenant, &phone, &n)?;
+                mark(&run, "info_at")
+            })?,
+            Err(e) => return sql(|| fail(&run, "phone_number_info", &e)),
+        }
+        promoted = run.keeps_connection;
+    }
+    at.1 = "complete";
+    sql(|| finish(&run, &waba, Some(&phone), !promoted))
 }
 
 /// Stores what the Graph API says about a number (display number, name, quality, limits).
@@ -671,8 +876,10 @@ pub(crate) fn store_number_info(
 
 /// Completes Embedded Signup for a tenant with the code the front end received: exchanges it
 /// for the business token (stored encrypted), checks access to the WABA, subscribes the app to
-/// its webhooks, registers the number and fetches its details. Safe to call again: finished
-/// steps are not redone. Returns the connection status with the signup's outcome under
+/// its webhooks, registers the number and fetches its details. The steps run and commit in a
+/// background worker while the call waits: a cancel ends the wait at once and the signup
+/// goes on; call it in READ COMMITTED, outside the transaction that created the tenant. Safe
+/// to call again: finished steps are not redone. Returns the connection status with the signup's outcome under
 /// `signup` (for a tenant not connected yet, state `error` and `last_error` when a step
 /// failed; a re-signup of a connected tenant stays `connected` and reports the failure in
 /// `signup.last_error`). For administrators; the gateway calls `wa.complete_signup`.

@@ -29,11 +29,34 @@ pub fn pin_settings() {
     }
 }
 
+/// Pins a signup worker's settings: the worker's, with a lock timeout, so that a step that
+/// meets a lock held elsewhere (by the very session waiting for the signup, say) fails and is
+/// recorded instead of waiting for ever.
+pub fn pin_signup_session() {
+    pin_settings();
+    // SAFETY: as in pin_settings.
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"lock_timeout".as_ptr(),
+            c"5s".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        );
+    }
+}
+
 /// Becomes `wa_worker` for good. False while the role does not exist yet (CREATE EXTENSION
 /// creates it): the worker then runs nothing but this lookup, and asks again later.
 pub fn become_wa_worker() -> bool {
+    become_role(c"wa_worker")
+}
+
+/// Becomes `role` (NOLOGIN) for the rest of the session, as described above; false when it
+/// does not exist. The signup worker becomes `wa_owner`, whose rights the SECURITY DEFINER
+/// signup functions had.
+pub fn become_role(role: &std::ffi::CStr) -> bool {
     // SAFETY: a catalog lookup inside the transaction txn::run opens.
-    let oid = txn::run(|| unsafe { pg_sys::get_role_oid(c"wa_worker".as_ptr(), true) });
+    let oid = txn::run(|| unsafe { pg_sys::get_role_oid(role.as_ptr(), true) });
     match oid {
         Ok(oid) if oid != pg_sys::InvalidOid => {
             // SAFETY: outside any transaction, on the main thread: every transaction started

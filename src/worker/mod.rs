@@ -11,10 +11,11 @@ mod dispatch;
 pub(crate) use dispatch::with_signals_blocked;
 mod dropdb;
 mod identity;
+pub(crate) use identity::{become_role, pin_signup_session};
 mod limiter;
 pub(crate) mod sql;
 mod tokens;
-mod txn;
+pub(crate) mod txn;
 mod writeback;
 
 use crate::guc;
@@ -35,6 +36,7 @@ pub static PRELOADED: AtomicBool = AtomicBool::new(false);
 pub fn register() {
     PRELOADED.store(true, Ordering::Relaxed);
     wake::init_shmem();
+    crate::signup::init_shmem();
     dropdb::install();
     BackgroundWorkerBuilder::new("whatsapp_pg worker")
         .set_type("whatsapp_pg worker")
