@@ -35,7 +35,8 @@ GRANT EXECUTE ON FUNCTION
     wa.ingest_signed_webhook(text, text),
     wa.exchange_code(uuid, text, text, text),
     wa.worker_status(),
-    wa.reprocess_webhooks(timestamptz)
+    wa.reprocess_webhooks(timestamptz),
+    wa.prune(interval, integer)
 TO wa_admin;
 GRANT EXECUTE ON FUNCTION wa.events_channel(uuid) TO wa_app, wa_admin;
 

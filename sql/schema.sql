@@ -299,6 +299,8 @@ CREATE TABLE wa.media (
     downloaded_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (tenant_id, media_id)
 );
+-- What wa.prune looks at: media whose bytes are still stored (it sets content to NULL).
+CREATE INDEX media_stored_idx ON wa.media (downloaded_at) WHERE content IS NOT NULL;
 
 -- What the background worker last reported about itself (one row, written about once a
 -- second while it works): counters, last error, per-number rate-limit state.
@@ -372,9 +374,13 @@ CREATE TABLE wa.webhook_events (
     summary              jsonb,
     errors               jsonb,
     processed_at         timestamptz,
-    CHECK (payload IS NOT NULL OR raw_body IS NOT NULL)
+    -- When wa.prune removed the payload and raw body (the summary, status and errors stay).
+    pruned_at            timestamptz,
+    CHECK (payload IS NOT NULL OR raw_body IS NOT NULL OR pruned_at IS NOT NULL)
 );
 CREATE INDEX webhook_events_received_idx ON wa.webhook_events (received_at);
+-- What wa.prune looks at: deliveries not pruned yet, oldest first.
+CREATE INDEX webhook_events_unpruned_idx ON wa.webhook_events (received_at) WHERE pruned_at IS NULL;
 
 -- Deliveries that named a WABA or number no tenant was connected to yet (Meta starts sending
 -- right after the subscription, before the connection has committed): kept, and applied again

@@ -192,7 +192,11 @@ BEGIN ATOMIC
             'enabled', current_setting('wa.sending_enabled')::boolean,
             'restored_from', (SELECT c.database_name FROM wa.app_config c
                                WHERE c.database_name OPERATOR(pg_catalog.<>) current_database()::text),
-            'paused_tenants', (SELECT count(*) FROM wa.tenants t WHERE t.sending_paused_at IS NOT NULL)))
+            'paused_tenants', (SELECT count(*) FROM wa.tenants t WHERE t.sending_paused_at IS NOT NULL)),
+        'webhooks', jsonb_build_object(
+            'last_received_at', (SELECT max(e.received_at) FROM wa.webhook_events e),
+            'parked_waiting', (SELECT count(*) FROM wa.parked_parts p
+                                WHERE p.applied_at IS NULL AND p.expires_at OPERATOR(pg_catalog.>) now())))
       FROM (SELECT count(*) FILTER (WHERE o.next_attempt_at OPERATOR(pg_catalog.<) 'infinity'::timestamptz) AS depth,
                    count(*) FILTER (WHERE o.next_attempt_at OPERATOR(pg_catalog.<=) now()) AS due,
                    count(*) FILTER (WHERE o.failed_at IS NULL AND o.next_attempt_at OPERATOR(pg_catalog.=) 'infinity'::timestamptz) AS held,

@@ -42,6 +42,11 @@ extension_sql_file!(
 extension_sql_file!("../sql/signup.sql", name = "signup", requires = ["schema"]);
 // Reading conversations and messages.
 extension_sql_file!("../sql/read.sql", name = "read", requires = ["api"]);
+extension_sql_file!(
+    "../sql/prune.sql",
+    name = "prune",
+    requires = ["schema", "signup", authz::_caller_is_admin]
+);
 // Grants last, when every function exists.
 extension_sql_file!("../sql/grants.sql", name = "grants", finalize);
 

@@ -1371,3 +1371,193 @@ fn a_lock_timeout_fails_the_whole_delivery_and_the_retry_stores_it_once() {
         1
     );
 }
+
+#[test]
+fn prune_removes_what_is_no_longer_needed_in_batches_and_keeps_what_still_is() {
+    let (db, a, _) = setup("prune");
+    let mut su = db.superuser();
+    let text = |waba: &str, phone: &str, wamid: &str| {
+        envelope(
+            waba,
+            "messages",
+            inbound_text(
+                phone,
+                wamid,
+                Some("15550001111"),
+                None,
+                1_700_000_000,
+                "hello",
+            ),
+        )
+    };
+    for wamid in ["wamid.old0", "wamid.old1", "wamid.old2", "wamid.recent"] {
+        assert_eq!(
+            ingest(&mut su, &text(WABA_A, PHONE_A, wamid))["status"],
+            "processed"
+        );
+    }
+    // Two parts parked for numbers nobody has: one still waits, one has expired.
+    assert_eq!(
+        ingest(&mut su, &text("1009", "9999001", "wamid.waiting"))["parked"],
+        1
+    );
+    assert_eq!(
+        ingest(&mut su, &text("1008", "9999002", "wamid.expired"))["parked"],
+        1
+    );
+    su.batch_execute(
+        "UPDATE wa.webhook_events SET received_at = now() - interval '100 days'
+          WHERE payload::text NOT LIKE '%wamid.recent%';
+         UPDATE wa.parked_parts SET expires_at = now() - interval '1 hour'
+          WHERE webhook_event_id IN (SELECT webhook_event_id FROM wa.webhook_events
+                                      WHERE payload::text LIKE '%wamid.expired%');",
+    )
+    .unwrap();
+    // A permanent failure, a status whose message never came, media old and new.
+    let failed = queued_outbound(&mut su, &a, PHONE_A, "15550001111");
+    su.execute(
+        "UPDATE wa.messages SET status = 'failed' WHERE message_id = $1::text::uuid",
+        &[&failed],
+    )
+    .unwrap();
+    su.execute(
+        "INSERT INTO wa.outbox (tenant_id, kind, message_id, phone_number_id, recipient, payload,
+                                next_attempt_at, failed_at)
+         VALUES ($1::text::uuid, 'message', $2::text::uuid, $3, '15550001111', '{}', 'infinity',
+                 now() - interval '100 days')",
+        &[&a, &failed, &PHONE_A],
+    )
+    .unwrap();
+    su.execute(
+        "INSERT INTO wa.pending_statuses (tenant_id, wamid, status, status_payload, received_at)
+         VALUES ($1::text::uuid, 'wamid.never', 'delivered', '{}', now() - interval '100 days');
+        ",
+        &[&a],
+    )
+    .unwrap();
+    su.execute(
+        "INSERT INTO wa.media (tenant_id, media_id, mime_type, sha256, size_bytes, content, downloaded_at)
+         VALUES ($1::text::uuid, 'm.old', 'image/jpeg', 'aa', 3, '\\x010203', now() - interval '100 days'),
+                ($1::text::uuid, 'm.new', 'image/jpeg', 'bb', 3, '\\x040506', now())",
+        &[&a],
+    )
+    .unwrap();
+
+    // Refused: a retention under a day, a batch out of range, a caller that is not wa_admin.
+    let prune = |c: &mut Client, older: &str, batch: i32| {
+        c.query_one("SELECT wa.prune($1::text::interval, $2)", &[&older, &batch])
+            .map(|r| r.get::<_, Value>(0))
+    };
+    assert_eq!(sql_error(prune(&mut su, "1 hour", 10)).0, "22023");
+    assert_eq!(sql_error(prune(&mut su, "30 days", 0)).0, "22023");
+    let mut app = db.app();
+    app.batch_execute(&format!("SET wa.tenant_id = '{a}'"))
+        .unwrap();
+    assert_eq!(sql_error(prune(&mut app, "30 days", 10)).0, "42501");
+
+    // Two rows of a kind per call, until it says it is done.
+    let first = prune(&mut su, "30 days", 2).unwrap();
+    assert_eq!(first["webhook_payloads"], 2, "{first}");
+    assert_eq!(first["done"], false, "{first}");
+    let mut payloads = first["webhook_payloads"].as_i64().unwrap();
+    let mut calls = 1;
+    loop {
+        let r = prune(&mut su, "30 days", 2).unwrap();
+        payloads += r["webhook_payloads"].as_i64().unwrap();
+        calls += 1;
+        if r["done"] == true {
+            break;
+        }
+        assert!(calls < 10, "{r}");
+    }
+    // The three old deliveries and the one whose parked part expired; not the one whose
+    // part still waits, nor the recent one.
+    assert_eq!(payloads, 4);
+    assert_eq!(
+        one_i64(
+            &mut su,
+            "SELECT count(*) FROM wa.webhook_events
+              WHERE pruned_at IS NOT NULL AND payload IS NULL AND raw_body IS NULL
+                AND summary IS NOT NULL AND status = 'processed'"
+        ),
+        4
+    );
+    assert_eq!(
+        one_i64(
+            &mut su,
+            "SELECT count(*) FROM wa.webhook_events WHERE payload IS NOT NULL
+                AND (payload::text LIKE '%wamid.recent%' OR payload::text LIKE '%wamid.waiting%')"
+        ),
+        2
+    );
+    // What the deliveries applied stays.
+    assert_eq!(
+        one_i64(
+            &mut su,
+            "SELECT count(*) FROM wa.messages WHERE wamid LIKE 'wamid.old%' OR wamid = 'wamid.recent'"
+        ),
+        4
+    );
+    assert_eq!(
+        one_i64(&mut su, "SELECT count(*) FROM wa.outbox"),
+        0,
+        "the permanent failure's outbox row"
+    );
+    assert_eq!(
+        one_i64(
+            &mut su,
+            &format!(
+                "SELECT count(*) FROM wa.messages WHERE message_id = '{failed}' AND status = 'failed'"
+            )
+        ),
+        1
+    );
+    assert_eq!(
+        one_i64(&mut su, "SELECT count(*) FROM wa.pending_statuses"),
+        0
+    );
+    assert_eq!(
+        one_i64(
+            &mut su,
+            "SELECT count(*) FROM wa.parked_parts p JOIN wa.webhook_events e USING (webhook_event_id)
+              WHERE p.applied_at IS NULL AND e.payload::text LIKE '%wamid.waiting%'"
+        ),
+        1
+    );
+    assert_eq!(one_i64(&mut su, "SELECT count(*) FROM wa.parked_parts"), 1);
+    assert_eq!(
+        one_i64(
+            &mut su,
+            "SELECT count(*) FROM wa.media
+              WHERE (media_id = 'm.old' AND content IS NULL AND size_bytes = 3 AND sha256 = 'aa')
+                 OR (media_id = 'm.new' AND content = '\\x040506')"
+        ),
+        2
+    );
+    // Nothing left to do: a call changes nothing.
+    let again = prune(&mut su, "30 days", 2).unwrap();
+    assert_eq!(
+        again,
+        json!({"webhook_payloads": 0, "failed_outbox": 0, "pending_statuses": 0,
+               "parked_parts": 0, "media_content": 0, "signup_states": 0, "done": true})
+    );
+    // The part that still waited kept its delivery: connecting its number applies it.
+    let late: String = su
+        .query_one("SELECT wa.create_tenant('Late')::text", &[])
+        .unwrap()
+        .get(0);
+    su.execute(
+        "SELECT wa.connect_tenant($1::text::uuid, '1009', '9999001', 'EAAGtesttoken0123456789')",
+        &[&late],
+    )
+    .unwrap();
+    assert_eq!(
+        one_i64(
+            &mut su,
+            &format!(
+                "SELECT count(*) FROM wa.messages WHERE wamid = 'wamid.waiting' AND tenant_id = '{late}'"
+            )
+        ),
+        1
+    );
+}

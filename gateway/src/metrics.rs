@@ -229,3 +229,243 @@ mod tests {
         assert!(text.contains("wa_gateway_requests_in_flight 0"));
     }
 }
+
+/// The database's side, from `wa.worker_status()` (read at each scrape): the worker, the
+/// queue, sending switches, key problems, webhooks and per-number throttling. `ages` are
+/// seconds since the worker's heartbeat and since the last webhook delivery, when known.
+pub fn render_database(status: &serde_json::Value, ages: (Option<f64>, Option<f64>)) -> String {
+    let mut out = String::new();
+    let num = |v: &serde_json::Value| -> f64 {
+        v.as_f64()
+            .or_else(|| v.as_bool().map(|b| f64::from(u8::from(b))))
+            .unwrap_or(0.0)
+    };
+    let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    metric(
+        "wa_database_up",
+        "gauge",
+        "1: wa.worker_status() answered.",
+        1.0,
+    );
+    metric(
+        "wa_worker_running",
+        "gauge",
+        "1 while the background worker runs.",
+        num(&status["running"]),
+    );
+    if let Some(age) = ages.0 {
+        metric(
+            "wa_worker_heartbeat_age_seconds",
+            "gauge",
+            "Seconds since the worker last reported (about every second while it works).",
+            age,
+        );
+    }
+    for (name, key, help) in [
+        (
+            "wa_queue_depth",
+            "queue_depth",
+            "Outbox rows waiting to be sent (not held).",
+        ),
+        ("wa_queue_due", "due", "Outbox rows due now."),
+        (
+            "wa_queue_held",
+            "held",
+            "Outbox rows held (a tenant's token revoked or its connection gone).",
+        ),
+        (
+            "wa_queue_failed",
+            "failed_in_queue",
+            "Outbox rows that failed for good.",
+        ),
+        (
+            "wa_queue_unknown_outcome",
+            "unknown_in_queue",
+            "Sends whose outcome is unknown, waiting for Meta's status.",
+        ),
+        (
+            "wa_worker_unrecorded",
+            "unrecorded",
+            "Outcomes waiting to be recorded again (a write-back failed).",
+        ),
+    ] {
+        metric(name, "gauge", help, num(&status[key]));
+    }
+    for (name, key, help) in [
+        (
+            "wa_worker_sent_total",
+            "sent",
+            "Messages Meta accepted, since the worker started.",
+        ),
+        (
+            "wa_worker_failed_total",
+            "failed",
+            "Messages that failed for good, since the worker started.",
+        ),
+        (
+            "wa_worker_retried_total",
+            "retried",
+            "Sends retried after a transient failure, since the worker started.",
+        ),
+        (
+            "wa_worker_media_downloaded_total",
+            "media_downloaded",
+            "Inbound media downloaded, since the worker started.",
+        ),
+        (
+            "wa_worker_unknown_outcomes_total",
+            "unknown_outcomes",
+            "Sends whose outcome was unknown, since the worker started.",
+        ),
+        (
+            "wa_worker_duplicates_total",
+            "duplicates",
+            "Messages Meta accepted twice, since the worker started.",
+        ),
+    ] {
+        metric(name, "counter", help, num(&status[key]));
+    }
+    metric(
+        "wa_key_problem",
+        "gauge",
+        "1 while sending is held back for a key file problem (worker_status()->'paused').",
+        f64::from(u8::from(!status["paused"].is_null())),
+    );
+    let sending = &status["sending"];
+    metric(
+        "wa_sending_enabled",
+        "gauge",
+        "The wa.sending_enabled switch.",
+        num(&sending["enabled"]),
+    );
+    metric(
+        "wa_sending_restored_copy",
+        "gauge",
+        "1 in a copy restored under another name that was not accepted with wa.resume_sending().",
+        f64::from(u8::from(!sending["restored_from"].is_null())),
+    );
+    metric(
+        "wa_sending_paused_tenants",
+        "gauge",
+        "Tenants whose sending is paused.",
+        num(&sending["paused_tenants"]),
+    );
+    metric(
+        "wa_webhooks_parked",
+        "gauge",
+        "Webhook parts waiting for their number or WABA to be connected.",
+        num(&status["webhooks"]["parked_waiting"]),
+    );
+    if let Some(age) = ages.1 {
+        metric(
+            "wa_webhook_last_received_age_seconds",
+            "gauge",
+            "Seconds since the last webhook delivery was stored.",
+            age,
+        );
+    }
+    // Per number: the phone number id is a Meta id the database stored (digits only).
+    let lanes: Vec<(&String, &serde_json::Value)> = status["rate_limits"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (name, key, kind, help) in [
+        (
+            "wa_number_rate_per_second",
+            "rate_per_sec",
+            "gauge",
+            "The send rate a number is held to.",
+        ),
+        (
+            "wa_number_scheduled_ahead_seconds",
+            "scheduled_ahead_ms",
+            "gauge",
+            "How far ahead a number's sends are scheduled.",
+        ),
+        (
+            "wa_number_sent_total",
+            "sent",
+            "counter",
+            "Sends of a number, since the worker started.",
+        ),
+        (
+            "wa_number_throttled_total",
+            "throttled",
+            "counter",
+            "Sends of a number that waited for its rate, since the worker started.",
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (phone, lane) in &lanes {
+            let mut v = num(&lane[key]);
+            if key == "scheduled_ahead_ms" {
+                v /= 1000.0;
+            }
+            let _ = writeln!(out, "{name}{{phone_number_id=\"{phone}\"}} {v}");
+        }
+    }
+    out
+}
+
+/// What `/metrics` says when the database did not answer.
+pub fn render_database_down() -> String {
+    "# HELP wa_database_up 1: wa.worker_status() answered.\n# TYPE wa_database_up gauge\nwa_database_up 0\n"
+        .to_string()
+}
+
+#[cfg(test)]
+mod database_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_database_section_names_every_figure_and_only_numeric_phone_ids() {
+        let status = json!({
+            "running": true, "queue_depth": 12, "due": 3, "held": 2, "failed_in_queue": 1,
+            "unknown_in_queue": 0, "unrecorded": 0, "sent": 40, "failed": 1, "retried": 5,
+            "media_downloaded": 0, "unknown_outcomes": 2, "duplicates": 1,
+            "paused": {"reason": "key_file"},
+            "sending": {"enabled": true, "restored_from": null, "paused_tenants": 1},
+            "webhooks": {"parked_waiting": 4},
+            "rate_limits": {
+                "2001": {"rate_per_sec": 80.0, "scheduled_ahead_ms": 1500, "sent": 40, "throttled": 7},
+                "x\"}evil": {"rate_per_sec": 1.0}
+            }
+        });
+        let text = render_database(&status, (Some(0.5), Some(30.0)));
+        for line in [
+            "wa_database_up 1",
+            "wa_worker_running 1",
+            "wa_worker_heartbeat_age_seconds 0.5",
+            "wa_queue_depth 12",
+            "wa_queue_held 2",
+            "wa_worker_sent_total 40",
+            "wa_worker_duplicates_total 1",
+            "wa_key_problem 1",
+            "wa_sending_enabled 1",
+            "wa_sending_restored_copy 0",
+            "wa_sending_paused_tenants 1",
+            "wa_webhooks_parked 4",
+            "wa_webhook_last_received_age_seconds 30",
+            "wa_number_rate_per_second{phone_number_id=\"2001\"} 80",
+            "wa_number_scheduled_ahead_seconds{phone_number_id=\"2001\"} 1.5",
+            "wa_number_throttled_total{phone_number_id=\"2001\"} 7",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert!(!text.contains("evil"), "{text}");
+        assert!(render_database_down().contains("wa_database_up 0"));
+    }
+}

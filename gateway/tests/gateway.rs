@@ -200,6 +200,7 @@ fn database_down_is_503_so_meta_retries() {
     assert_eq!(get(&gw.url("/healthz")).status, 503);
     assert_eq!(get(&gw.url("/signup/config")).status, 503);
     let m = get(&gw.url("/metrics")).body;
+    assert!(m.lines().any(|l| l == "wa_database_up 0"), "{m}");
     assert!(
         m.contains("wa_gateway_webhook_ingest_errors_total{reason=\"unavailable\"} 1"),
         "{m}"
@@ -238,6 +239,23 @@ fn healthz_is_200_with_a_database_and_metrics_count_requests() {
         m.body
             .contains("wa_gateway_request_duration_seconds_count{route=\"/healthz\"} 1")
     );
+    // The database's side: the queue as wa.worker_status() sees it.
+    let mut su = db.superuser();
+    let t: String = su
+        .query_one("SELECT wa.create_tenant('Metrics')::text", &[])
+        .unwrap()
+        .get(0);
+    su.execute("SELECT wa.pause_sending($1::text::uuid)", &[&t])
+        .unwrap();
+    let m = get(&gw.url("/metrics")).body;
+    for line in [
+        "wa_database_up 1",
+        "wa_sending_paused_tenants 1",
+        "wa_queue_depth 0",
+        "wa_key_problem 0",
+    ] {
+        assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
+    }
 }
 
 #[test]
