@@ -60,6 +60,21 @@ fn configure_app(app_id: &str, app_secret: &str, webhook_verify_token: &str, con
     configure(app_id, app_secret, webhook_verify_token, config_id).or_raise()
 }
 
+fn not_configured() -> WaError {
+    WaError::NotReady {
+        message: "the Meta app is not configured".into(),
+        hint: "An administrator must call wa.configure_app(app_id, app_secret, webhook_verify_token, config_id).".into(),
+    }
+}
+
+/// The Meta app's id, or 55000 when the app is not configured.
+pub fn app_id() -> WaResult<String> {
+    Spi::get_one::<String>("SELECT app_id FROM wa.app_config")
+        .ok()
+        .flatten()
+        .ok_or_else(not_configured)
+}
+
 /// Decrypts one of the app's secrets. Only for use inside the extension: never exposed to SQL.
 #[allow(dead_code)]
 pub fn app_secret(column: &str) -> WaResult<zeroize::Zeroizing<Vec<u8>>> {
@@ -71,10 +86,7 @@ pub fn app_secret(column: &str) -> WaResult<zeroize::Zeroizing<Vec<u8>>> {
     let envelope: Vec<u8> = Spi::get_one::<Vec<u8>>(sql)
         .ok()
         .flatten()
-        .ok_or_else(|| WaError::NotReady {
-            message: "the Meta app is not configured".into(),
-            hint: "An administrator must call wa.configure_app(app_id, app_secret, webhook_verify_token, config_id).".into(),
-        })?;
+        .ok_or_else(not_configured)?;
     let ring = keys::keyring()?;
     ring.decrypt(&keys::app_config_aad(column), &envelope)
         .map_err(|e| keys::decrypt_error(&format!("the app's {column}"), e))

@@ -297,20 +297,7 @@ fn a_slow_signup_blocks_nobody_and_a_cancel_ends_it_within_a_second() {
         "faults",
         json!({ "latency_ms": 10000, "endpoints": ["oauth_access_token"] }),
     );
-    let mut signer = env.su();
-    let signer_pid: i32 = signer
-        .query_one("SELECT pg_backend_pid()", &[])
-        .unwrap()
-        .get(0);
-    let (tenant, code) = (a.clone(), signup.code.clone());
-    let call = std::thread::spawn(move || {
-        signer
-            .query_one(
-                "SELECT wa.exchange_code($1::text::uuid, $2)",
-                &[&tenant, &code],
-            )
-            .map(|_| ())
-    });
+    let (signer_pid, call) = exchange_in_background(&env, &a, &signup.code, (None, None), false);
     std::thread::sleep(Duration::from_millis(500));
     // Meanwhile the same tenant sends and receives as usual.
     sends_and_receives(&env, &mut su, &a, &phone_a);
@@ -399,26 +386,12 @@ fn a_first_signup_commits_its_steps_holds_no_lock_over_graph_and_outlives_its_ca
         "faults",
         json!({ "latency_ms": 10000, "endpoints": ["subscribed_apps"] }),
     );
-    let mut signer = env.su();
-    let signer_pid: i32 = signer
-        .query_one("SELECT pg_backend_pid()", &[])
-        .unwrap()
-        .get(0);
-    let (tenant_id, code, waba, phone) = (
-        t.clone(),
-        signup.code.clone(),
-        signup.waba_id.clone(),
-        signup.phone_number_id.clone(),
+    // In a transaction of the caller's that will not commit.
+    let ids = (
+        Some(signup.waba_id.clone()),
+        Some(signup.phone_number_id.clone()),
     );
-    let call = std::thread::spawn(move || {
-        // In a transaction of the caller's that will not commit.
-        signer.batch_execute("BEGIN").unwrap();
-        let r = signer.query_one(
-            "SELECT wa.exchange_code($1::text::uuid, $2, $3, $4)",
-            &[&tenant_id, &code, &waba, &phone],
-        );
-        r.map(|_| ())
-    });
+    let (signer_pid, call) = exchange_in_background(&env, &t, &signup.code, ids, true);
     // The token and the connection are committed before the subscribe call goes out.
     wait_until("the connection stored", Duration::from_secs(8), || {
         let s = signup_row(&mut su, &t);
@@ -555,6 +528,35 @@ fn a_signup_that_fails_after_register_keeps_its_pin_and_completes_when_called_ag
     wait_until("sent", Duration::from_secs(10), || {
         status_of(&mut su, &m) == "read"
     });
+}
+
+/// Calls wa.exchange_code(tenant, code, waba, phone) on a session of its own, on another
+/// thread, inside BEGIN when `in_transaction`: that session's pid, and the call.
+fn exchange_in_background(
+    env: &Env,
+    tenant: &str,
+    code: &str,
+    (waba, phone): (Option<String>, Option<String>),
+    in_transaction: bool,
+) -> (i32, std::thread::JoinHandle<Result<(), postgres::Error>>) {
+    let mut signer = env.su();
+    let pid: i32 = signer
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let (tenant, code) = (tenant.to_string(), code.to_string());
+    let call = std::thread::spawn(move || {
+        if in_transaction {
+            signer.batch_execute("BEGIN").unwrap();
+        }
+        signer
+            .query_one(
+                "SELECT wa.exchange_code($1::text::uuid, $2, $3, $4)",
+                &[&tenant, &code, &waba, &phone],
+            )
+            .map(|_| ())
+    });
+    (pid, call)
 }
 
 /// A tenant sends a message that is read, and receives one.

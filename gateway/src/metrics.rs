@@ -240,18 +240,9 @@ pub fn render_database(status: &serde_json::Value, ages: (Option<f64>, Option<f6
             .or_else(|| v.as_bool().map(|b| f64::from(u8::from(b))))
             .unwrap_or(0.0)
     };
-    let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    };
-    metric(
-        "wa_database_up",
-        "gauge",
-        "1: wa.worker_status() answered.",
-        1.0,
-    );
+    database_up(&mut out, 1.0);
+    let mut metric =
+        |name: &str, kind: &str, help: &str, value: f64| one(&mut out, name, kind, help, value);
     metric(
         "wa_worker_running",
         "gauge",
@@ -418,8 +409,27 @@ pub fn render_database(status: &serde_json::Value, ages: (Option<f64>, Option<f6
 
 /// What `/metrics` says when the database did not answer.
 pub fn render_database_down() -> String {
-    "# HELP wa_database_up 1: wa.worker_status() answered.\n# TYPE wa_database_up gauge\nwa_database_up 0\n"
-        .to_string()
+    let mut out = String::new();
+    database_up(&mut out, 0.0);
+    out
+}
+
+fn database_up(out: &mut String, value: f64) {
+    one(
+        out,
+        "wa_database_up",
+        "gauge",
+        "1: wa.worker_status() answered.",
+        value,
+    );
+}
+
+/// One series without labels, with its HELP and TYPE lines.
+fn one(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
 }
 
 #[cfg(test)]

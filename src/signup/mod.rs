@@ -257,14 +257,56 @@ fn open(tenant: pgrx::Uuid, kind: &str) -> WaResult<Option<zeroize::Zeroizing<Ve
     Ok(Some(plain))
 }
 
+/// A stored secret that is text (a token, a PIN), if there is one.
+fn open_text(tenant: pgrx::Uuid, kind: &str) -> WaResult<Option<zeroize::Zeroizing<String>>> {
+    open(tenant, kind)?
+        .map(|plain| {
+            String::from_utf8(plain.to_vec())
+                .map(zeroize::Zeroizing::new)
+                .map_err(|_| WaError::Internal(format!("the stored {kind} is not UTF-8")))
+        })
+        .transpose()
+}
+
 fn open_token(run: &Run) -> WaResult<zeroize::Zeroizing<String>> {
-    let plain = open(run.tenant, run.token_kind())?.ok_or_else(|| WaError::NotReady {
+    open_text(run.tenant, run.token_kind())?.ok_or_else(|| WaError::NotReady {
         message: format!("the signup of tenant {} has no token", run.tenant),
         hint: "Start the signup again.".into(),
-    })?;
-    let text = String::from_utf8(plain.to_vec())
-        .map_err(|_| WaError::Internal("stored token is not UTF-8".into()))?;
-    Ok(zeroize::Zeroizing::new(text))
+    })
+}
+
+/// Stores a secret of a tenant encrypted (replacing the one of that kind), with an expiry in
+/// seconds when `expires_in` is positive.
+fn store_secret(tenant: pgrx::Uuid, kind: &str, plain: &[u8], expires_in: i64) -> WaResult<()> {
+    let (sealed, key_id) = seal(tenant, kind, plain)?;
+    Spi::run_with_args(
+        "INSERT INTO wa.credentials (tenant_id, kind, ciphertext, key_id, source, expires_at)
+         VALUES ($1, $2, $3, $4, 'embedded_signup',
+                 CASE WHEN $5::bigint > 0 THEN pg_catalog.now() + $5::bigint * interval '1 second' END)
+         ON CONFLICT (tenant_id, kind) DO UPDATE
+            SET ciphertext = EXCLUDED.ciphertext, key_id = EXCLUDED.key_id,
+                source = EXCLUDED.source, expires_at = EXCLUDED.expires_at,
+                updated_at = pg_catalog.now()",
+        &[
+            tenant.into(),
+            kind.into(),
+            sealed.into(),
+            key_id.into(),
+            expires_in.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The number is registered for Cloud API (with the PIN stored for it).
+fn mark_registered(tenant: pgrx::Uuid, phone: &str) -> WaResult<()> {
+    Spi::run_with_args(
+        "UPDATE wa.phone_numbers SET registration_status = 'registered', registered_at = pg_catalog.now(),
+                updated_at = pg_catalog.now()
+          WHERE tenant_id = $1 AND phone_number_id = $2",
+        &[tenant.into(), phone.into()],
+    )?;
+    Ok(())
 }
 
 fn has_credential(tenant: pgrx::Uuid, kind: &str) -> WaResult<bool> {
@@ -332,20 +374,8 @@ fn promote(run: &Run, waba: &str, phone: Option<&str>) -> WaResult<()> {
     if let Some(phone) = phone
         && let Some(pin) = open(tenant, "signup_pin")?
     {
-        let (sealed, key_id) = seal(tenant, "registration_pin", &pin)?;
-        Spi::run_with_args(
-            "INSERT INTO wa.credentials (tenant_id, kind, ciphertext, key_id, source)
-             VALUES ($1, 'registration_pin', $2, $3, 'embedded_signup')
-             ON CONFLICT (tenant_id, kind) DO UPDATE
-                SET ciphertext = EXCLUDED.ciphertext, key_id = EXCLUDED.key_id, updated_at = pg_catalog.now()",
-            &[tenant.into(), sealed.into(), key_id.into()],
-        )?;
-        Spi::run_with_args(
-            "UPDATE wa.phone_numbers SET registration_status = 'registered', registered_at = pg_catalog.now(),
-                    updated_at = pg_catalog.now()
-              WHERE tenant_id = $1 AND phone_number_id = $2",
-            &[tenant.into(), phone.into()],
-        )?;
+        store_secret(tenant, "registration_pin", &pin, 0)?;
+        mark_registered(tenant, phone)?;
     }
     Spi::run_with_args(
         "DELETE FROM wa.credentials WHERE tenant_id = $1 AND kind IN ('signup_token', 'signup_pin')",
@@ -410,12 +440,7 @@ fn preflight(tenant: pgrx::Uuid) -> WaResult<()> {
             hint: "Commit the transaction that creates the tenant before its signup: the signup's steps run and commit in a session of their own.".into(),
         });
     }
-    if Spi::get_one::<String>("SELECT app_id FROM wa.app_config")?.is_none() {
-        return Err(WaError::NotReady {
-            message: "the Meta app is not configured".into(),
-            hint: "An administrator must call wa.configure_app(app_id, app_secret, webhook_verify_token, config_id).".into(),
-        });
-    }
+    app_config::app_id()?;
     // The key must open before Meta is asked for anything: the token has to be stored.
     keys::keyring()?;
     Ok(())
@@ -436,7 +461,7 @@ fn sql_must<R>(mut f: impl FnMut() -> WaResult<R>) -> Result<R, String> {
             std::thread::sleep(std::time::Duration::from_secs(1));
             pgrx::check_for_interrupts!();
         }
-        match crate::worker::txn::run_ok(std::panic::AssertUnwindSafe(&mut f)) {
+        match sql(&mut f) {
             Ok(v) => return Ok(v),
             Err(e) => last = e,
         }
@@ -561,10 +586,7 @@ fn begin(req: &runner::Request, code_hash: &str) -> WaResult<Option<Start>> {
             &[tenant.into()],
         )?;
     }
-    let app_id = Spi::get_one::<String>("SELECT app_id FROM wa.app_config")?.ok_or_else(|| WaError::NotReady {
-        message: "the Meta app is not configured".into(),
-        hint: "An administrator must call wa.configure_app(app_id, app_secret, webhook_verify_token, config_id).".into(),
-    })?;
+    let app_id = app_config::app_id()?;
     let secret = app_config::app_secret("app_secret")?;
     let secret = String::from_utf8(secret.to_vec())
         .map_err(|_| WaError::Internal("app secret is not UTF-8".into()))?;
@@ -580,26 +602,11 @@ fn begin(req: &runner::Request, code_hash: &str) -> WaResult<Option<Start>> {
 
 /// Stores the business token (the live one, or aside for a re-signup) the moment Meta gave it.
 fn store_token(run: &Run, t: &whatsapp_client::api::TokenResponse) -> WaResult<()> {
-    let (sealed, key_id) = seal(
+    store_secret(
         run.tenant,
         run.token_kind(),
         t.access_token.expose().as_bytes(),
-    )?;
-    Spi::run_with_args(
-        "INSERT INTO wa.credentials (tenant_id, kind, ciphertext, key_id, source, expires_at)
-         VALUES ($1, $2, $3, $4, 'embedded_signup',
-                 CASE WHEN $5::bigint > 0 THEN pg_catalog.now() + $5::bigint * interval '1 second' END)
-         ON CONFLICT (tenant_id, kind) DO UPDATE
-            SET ciphertext = EXCLUDED.ciphertext, key_id = EXCLUDED.key_id,
-                source = EXCLUDED.source, expires_at = EXCLUDED.expires_at,
-                updated_at = pg_catalog.now()",
-        &[
-            run.tenant.into(),
-            run.token_kind().into(),
-            sealed.into(),
-            key_id.into(),
-            t.expires_in.unwrap_or(0).into(),
-        ],
+        t.expires_in.unwrap_or(0),
     )?;
     mark(run, "token_at")
 }
@@ -641,13 +648,8 @@ fn store_access(run: &Run, waba: &str, phone: Option<&str>, token: &str) -> WaRe
 /// a re-signup registers a number it already registered (Meta refuses another PIN), or a new
 /// one. It is stored and committed before `register` is called.
 fn pin_for(run: &Run, phone: &str) -> WaResult<zeroize::Zeroizing<String>> {
-    let text = |pin: zeroize::Zeroizing<Vec<u8>>| {
-        String::from_utf8(pin.to_vec())
-            .map(zeroize::Zeroizing::new)
-            .map_err(|_| WaError::Internal("stored PIN is not UTF-8".into()))
-    };
-    if let Some(pin) = open(run.tenant, run.pin_kind())? {
-        return text(pin);
+    if let Some(pin) = open_text(run.tenant, run.pin_kind())? {
+        return Ok(pin);
     }
     let ours = run.keeps_connection
         && Spi::get_one_with_args::<bool>(
@@ -657,23 +659,11 @@ fn pin_for(run: &Run, phone: &str) -> WaResult<zeroize::Zeroizing<String>> {
             &[run.tenant.into(), phone.into()],
         )?
         .unwrap_or(false);
-    let pin = match open(run.tenant, "registration_pin")? {
-        Some(current) if ours => text(current)?,
+    let pin = match open_text(run.tenant, "registration_pin")? {
+        Some(current) if ours => current,
         _ => zeroize::Zeroizing::new(random_pin()?),
     };
-    let (sealed, key_id) = seal(run.tenant, run.pin_kind(), pin.as_bytes())?;
-    Spi::run_with_args(
-        "INSERT INTO wa.credentials (tenant_id, kind, ciphertext, key_id, source)
-         VALUES ($1, $2, $3, $4, 'embedded_signup')
-         ON CONFLICT (tenant_id, kind) DO UPDATE
-            SET ciphertext = EXCLUDED.ciphertext, key_id = EXCLUDED.key_id, updated_at = pg_catalog.now()",
-        &[
-            run.tenant.into(),
-            run.pin_kind().into(),
-            sealed.into(),
-            key_id.into(),
-        ],
-    )?;
+    store_secret(run.tenant, run.pin_kind(), pin.as_bytes(), 0)?;
     Ok(pin)
 }
 
@@ -810,12 +800,7 @@ fn steps(req: &runner::Request, at: &mut (Option<Run>, &'static str)) -> Result<
         match graph.register_phone(&phone, &token, &pin) {
             Ok(()) => sql(|| {
                 if !run.keeps_connection {
-                    Spi::run_with_args(
-                        "UPDATE wa.phone_numbers SET registration_status = 'registered', registered_at = pg_catalog.now(),
-                                updated_at = pg_catalog.now()
-                          WHERE tenant_id = $1 AND phone_number_id = $2",
-                        &[tenant.into(), phone.as_str().into()],
-                    )?;
+                    mark_registered(tenant, &phone)?;
                 }
                 mark(&run, "registered_at")
             })?,

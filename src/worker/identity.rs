@@ -16,16 +16,21 @@ use pgrx::pg_sys;
 /// Pins the worker's session settings (search_path first); called right after connecting.
 pub fn pin_settings() {
     for (name, value) in sql::PINNED_SETTINGS {
-        // SAFETY: the main thread; PGC_S_OVERRIDE outranks database and role settings and
-        // becomes the session's reset value.
-        unsafe {
-            pg_sys::SetConfigOption(
-                name.as_ptr(),
-                value.as_ptr(),
-                pg_sys::GucContext::PGC_SUSET,
-                pg_sys::GucSource::PGC_S_OVERRIDE,
-            );
-        }
+        pin(name, value);
+    }
+}
+
+/// Sets one setting for the rest of the session, over database and role settings.
+fn pin(name: &std::ffi::CStr, value: &std::ffi::CStr) {
+    // SAFETY: the main thread; PGC_S_OVERRIDE outranks database and role settings and
+    // becomes the session's reset value.
+    unsafe {
+        pg_sys::SetConfigOption(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        );
     }
 }
 
@@ -34,15 +39,7 @@ pub fn pin_settings() {
 /// recorded instead of waiting for ever.
 pub fn pin_signup_session() {
     pin_settings();
-    // SAFETY: as in pin_settings.
-    unsafe {
-        pg_sys::SetConfigOption(
-            c"lock_timeout".as_ptr(),
-            c"5s".as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
-            pg_sys::GucSource::PGC_S_OVERRIDE,
-        );
-    }
+    pin(c"lock_timeout", c"5s");
 }
 
 /// Becomes `wa_worker` for good. False while the role does not exist yet (CREATE EXTENSION
