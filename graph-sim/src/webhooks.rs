@@ -316,14 +316,12 @@ struct Target {
 
 fn dispatch(shared: &Arc<Shared>, mut ready: Vec<Event>) {
     let (settings, default_secret) = {
-        let mut w = shared.world();
-        w.stats.webhooks.pending_events = w
-            .stats
-            .webhooks
-            .pending_events
-            .saturating_sub(ready.len() as u64);
+        let w = shared.world();
         (w.webhooks.clone(), w.app_secret.clone())
     };
+    // The events stay counted as pending until each delivery is counted in flight (at the
+    // end), so `wait_idle` never sees an instant where an event is in neither count.
+    let ready_events = ready.len() as u64;
     if settings.reorder {
         util::shuffle(&mut ready);
     }
@@ -392,6 +390,8 @@ fn dispatch(shared: &Arc<Shared>, mut ready: Vec<Event>) {
             spawn_delivery(shared, target, body, events, true, later, &settings);
         }
     }
+    let mut w = shared.world();
+    w.stats.webhooks.pending_events = w.stats.webhooks.pending_events.saturating_sub(ready_events);
 }
 
 fn spawn_delivery(
