@@ -18,9 +18,9 @@ IT_ENV       := RUST_BACKTRACE=1 WA_CLUSTER_DIR=/var/tmp/whatsapp_pg-it WA_PORT=
 GW_ENV       := WA_CLUSTER_DIR=/var/tmp/whatsapp_pg-gw WA_PORT=55434 WA_DATABASE=wa_gw WA_EXTRA_CONF="wa.allow_any_database = on" $(NO_GRAPH)
 GW_DSN       := host=127.0.0.1 port=55434 user=postgres dbname=postgres
 
-.PHONY: test bootstrap lint unit pgtest install it gateway-test demo demo-stop bench-ingest bench-send bench-parse
+.PHONY: test bootstrap lint unit pgtest install it gateway-test upgrade-test package package-test demo demo-stop bench-ingest bench-send bench-parse
 
-test: bootstrap lint unit pgtest it gateway-test
+test: bootstrap lint unit pgtest it gateway-test upgrade-test package-test
 	@echo "make test: all suites passed"
 
 bootstrap:
@@ -42,8 +42,10 @@ pgtest:
 	@install -d -o postgres -g postgres $(PGRX_DATA)
 	cargo pgrx test pg15 --runas postgres --pgdata $(PGRX_DATA)
 
+# The extension, its install script, the released install scripts and the upgrade scripts.
 install:
 	cargo pgrx install --pg-config $(PG_CONFIG)
+	@bash scripts/upgrade-scripts.sh "$$($(PG_CONFIG) --sharedir)/extension"
 
 # SQL-level integration tests over real connections to a real cluster.
 it: install
@@ -61,6 +63,19 @@ gateway-test: install
 	WA_GATEWAY_TEST_DSN='$(GW_DSN)' bash frontend/test/run.sh || { $(GW_ENV) scripts/cluster.sh stop; exit 1; }
 	@$(GW_ENV) scripts/cluster.sh stop
 
+# ALTER EXTENSION UPDATE from the previous release (RELEASES), built from its commit, with
+# data, against a fresh install's catalog. Installs the current build again as it goes.
+upgrade-test:
+	bash tests/upgrade/run.sh
+
+# The Debian package (target/package/*.deb): extension, gateway with its systemd unit, docs.
+package: bootstrap
+	bash scripts/package.sh
+
+# Installs the package (debug build) on a clean cluster and runs the smoke test; removes it.
+package-test:
+	bash tests/package/run.sh
+
 demo: bootstrap install
 	@bash scripts/demo.sh
 
@@ -71,6 +86,7 @@ demo-stop:
 # mode; run `make install` afterwards to go back to the debug build the tests use.
 bench-ingest: bootstrap
 	cargo pgrx install --release --pg-config $(PG_CONFIG) >/dev/null
+	@bash scripts/upgrade-scripts.sh "$$($(PG_CONFIG) --sharedir)/extension" >/dev/null
 	bash scripts/bench-ingest.sh
 
 bench-send: bootstrap

@@ -3,6 +3,8 @@
 # PostgreSQL 15 with whatsapp_pg (and its worker), graph-sim, and the webhook gateway.
 # Walks through Embedded Signup → send → delivery statuses → a customer's reply.
 # (`make demo` builds and installs the extension first; `make demo-stop` stops everything.)
+# The package test runs it against an installed package: WA_DEMO_GATEWAY_BIN and
+# WA_DEMO_ASSETS_DIR name the packaged gateway and component instead of the build tree's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WA_CLUSTER_DIR=${WA_CLUSTER_DIR:-/var/tmp/whatsapp_pg-cluster}
@@ -40,6 +42,8 @@ install -d "$RUN"
 step "Build graph-sim and the gateway"
 cargo build --quiet -p graph-sim -p whatsapp-gateway
 TARGET=${CARGO_TARGET_DIR:-target}/debug
+GATEWAY_BIN=${WA_DEMO_GATEWAY_BIN:-$TARGET/whatsapp-gateway}
+ASSETS_DIR=${WA_DEMO_ASSETS_DIR:-frontend}
 
 scripts/demo-stop.sh >/dev/null 2>&1 || true
 
@@ -62,9 +66,11 @@ echo "Meta app configured: $(sql -c 'SELECT wa.signup_config()')"
 
 step "Start the webhook gateway on $GW"
 WA_GATEWAY_DATABASE_URL="host=$WA_CLUSTER_DIR port=$WA_PORT user=postgres dbname=$WA_DATABASE" \
-    "$TARGET/whatsapp-gateway" --listen "127.0.0.1:$GW_PORT" --assets-dir frontend >"$RUN/gateway.log" 2>&1 &
+    "$GATEWAY_BIN" --listen "127.0.0.1:$GW_PORT" --assets-dir "$ASSETS_DIR" >"$RUN/gateway.log" 2>&1 &
 echo $! >"$RUN/gateway.pid"
 wait_for gateway 10 curl -fsS "$GW/healthz"
+curl -fsS "$GW/assets/whatsapp-connect.js" | grep -q "customElements.define" \
+    || { echo "demo: the gateway does not serve the <whatsapp-connect> component" >&2; exit 1; }
 echo "Meta's webhook handshake: $(curl -fsS -X POST "$SIM/_sim/webhook_verify" -H 'Content-Type: application/json' \
     -d "{\"verify_token\":\"$VERIFY_TOKEN\"}" | json "'ok' if d['ok'] else d")"
 

@@ -1,3 +1,86 @@
+-- Row-level security, policies and privileges: after every table and function exists (the
+-- tables are in sql/schema.sql). An upgrade drops the policies and grants of the version it
+-- upgrades from and runs this file again, so this is the one place they are defined.
+--
+-- Roles are cluster-wide, so they may already exist from another database.
+DO $roles$
+DECLARE
+    r text;
+BEGIN
+    -- wa_owner owns every object of schema wa (sql/grants.sql), so SECURITY DEFINER functions
+    -- run as a role that row-level security applies to. wa_worker is the background worker.
+    FOREACH r IN ARRAY ARRAY['wa_admin', 'wa_app', 'wa_owner', 'wa_worker'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+            BEGIN
+                EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN%s', r,
+                    CASE WHEN r OPERATOR(pg_catalog.=) 'wa_owner'
+                         THEN ' NOSUPERUSER NOBYPASSRLS NOINHERIT' ELSE '' END);
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                NULL;  -- created concurrently by CREATE EXTENSION in another database
+            END;
+        END IF;
+    END LOOP;
+    -- An existing wa_owner that bypasses row-level security would silently void isolation.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles
+                WHERE rolname OPERATOR(pg_catalog.=) 'wa_owner' AND (rolsuper OR rolbypassrls)) THEN
+        RAISE EXCEPTION 'role wa_owner must not be a superuser or bypass row-level security'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'ALTER ROLE wa_owner NOSUPERUSER NOBYPASSRLS, then create the extension again.';
+    END IF;
+END
+$roles$;
+GRANT USAGE ON SCHEMA wa TO wa_admin, wa_app;
+
+-- Row-level security: wa_app sees only the rows of the tenant in wa.tenant_id; wa_admin sees
+-- all. Forced, so even the table owner is subject to it unless it is a superuser.
+DO $rls$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['tenants', 'wabas', 'phone_numbers', 'routes', 'released_routes',
+                             'credentials', 'contacts', 'conversations', 'messages', 'outbox', 'media',
+                             'pending_statuses', 'templates', 'account_events', 'signups', 'signup_states']
+    LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE wa.%I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE pg_catalog.format('ALTER TABLE wa.%I FORCE ROW LEVEL SECURITY', t);
+        EXECUTE pg_catalog.format(
+            'CREATE POLICY tenant_isolation ON wa.%I FOR SELECT TO wa_app '
+            'USING (tenant_id OPERATOR(pg_catalog.=) wa.current_tenant_id())', t);
+        EXECUTE pg_catalog.format(
+            'CREATE POLICY admin_all ON wa.%I TO wa_admin USING (true) WITH CHECK (true)', t);
+    END LOOP;
+END
+$rls$;
+ALTER TABLE wa.app_config ENABLE ROW LEVEL SECURITY;
+ALTER TABLE wa.app_config FORCE ROW LEVEL SECURITY;
+CREATE POLICY admin_all ON wa.app_config TO wa_admin USING (true) WITH CHECK (true);
+ALTER TABLE wa.worker_state ENABLE ROW LEVEL SECURITY;
+ALTER TABLE wa.worker_state FORCE ROW LEVEL SECURITY;
+CREATE POLICY admin_all ON wa.worker_state TO wa_admin USING (true) WITH CHECK (true);
+ALTER TABLE wa.webhook_events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE wa.webhook_events FORCE ROW LEVEL SECURITY;
+CREATE POLICY admin_all ON wa.webhook_events TO wa_admin USING (true) WITH CHECK (true);
+ALTER TABLE wa.parked_parts ENABLE ROW LEVEL SECURITY;
+ALTER TABLE wa.parked_parts FORCE ROW LEVEL SECURITY;
+CREATE POLICY admin_all ON wa.parked_parts TO wa_admin USING (true) WITH CHECK (true);
+
+-- Privileges. Nothing to PUBLIC. wa_app reads its tenant's rows (changes go through functions);
+-- it never touches secrets, the app configuration or the raw webhook log.
+REVOKE ALL ON ALL TABLES IN SCHEMA wa FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA wa FROM PUBLIC;
+GRANT SELECT ON wa.tenants, wa.wabas, wa.phone_numbers, wa.contacts, wa.conversations,
+    wa.messages, wa.templates, wa.account_events, wa.media TO wa_app;
+GRANT SELECT ON ALL TABLES IN SCHEMA wa TO wa_admin;
+-- Admins see that secrets exist and under which key, never plaintext (there is none to see).
+REVOKE SELECT ON wa.credentials FROM wa_admin;
+GRANT SELECT (tenant_id, kind, key_id, source, expires_at, created_at, updated_at)
+    ON wa.credentials TO wa_admin;
+REVOKE SELECT ON wa.app_config FROM wa_admin;
+GRANT SELECT (app_id, config_id, updated_at) ON wa.app_config TO wa_admin;
+GRANT SELECT ON wa.signups TO wa_app, wa_admin;
+
+
+-- ---------------------------------------------------------------------------------------------
 -- Privileges on functions, applied after every function exists. Nothing is granted to PUBLIC.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA wa FROM PUBLIC;
 
@@ -102,7 +185,7 @@ GRANT EXECUTE ON FUNCTION
     wa.current_tenant_id()
 TO wa_worker;
 
--- Embedded Signup with one-time states (sql/signup.sql, src/signup/state.rs). The host app
+-- Embedded Signup with one-time states (wa.signup_states in sql/schema.sql, src/signup/state.rs). The host app
 -- mints a state for its tenant; the gateway (a wa_admin member) completes the signup with it.
 GRANT EXECUTE ON FUNCTION wa.begin_signup(uuid, interval) TO wa_app, wa_admin;
 GRANT EXECUTE ON FUNCTION wa.complete_signup(text, text, text, text) TO wa_admin;

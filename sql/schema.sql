@@ -1,36 +1,9 @@
--- whatsapp_pg schema: tables, indexes, row-level security, roles, dump configuration.
+-- whatsapp_pg schema: tables, indexes and dump configuration (roles, row-level security and
+-- privileges are in sql/grants.sql).
 --
 -- Conventions: tables plural; every tenant-owned table starts with tenant_id and keeps it in its
 -- primary key and unique constraints (it is the distribution key if a deployment outgrows one
 -- machine); enumerations are text with a CHECK listed once here; times are *_at timestamptz.
-
--- Roles are cluster-wide, so they may already exist from another database.
-DO $roles$
-DECLARE
-    r text;
-BEGIN
-    -- wa_owner owns every object of schema wa (sql/grants.sql), so SECURITY DEFINER functions
-    -- run as a role that row-level security applies to. wa_worker is the background worker.
-    FOREACH r IN ARRAY ARRAY['wa_admin', 'wa_app', 'wa_owner', 'wa_worker'] LOOP
-        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
-            BEGIN
-                EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN%s', r,
-                    CASE WHEN r OPERATOR(pg_catalog.=) 'wa_owner'
-                         THEN ' NOSUPERUSER NOBYPASSRLS NOINHERIT' ELSE '' END);
-            EXCEPTION WHEN duplicate_object OR unique_violation THEN
-                NULL;  -- created concurrently by CREATE EXTENSION in another database
-            END;
-        END IF;
-    END LOOP;
-    -- An existing wa_owner that bypasses row-level security would silently void isolation.
-    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles
-                WHERE rolname OPERATOR(pg_catalog.=) 'wa_owner' AND (rolsuper OR rolbypassrls)) THEN
-        RAISE EXCEPTION 'role wa_owner must not be a superuser or bypass row-level security'
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'ALTER ROLE wa_owner NOSUPERUSER NOBYPASSRLS, then create the extension again.';
-    END IF;
-END
-$roles$;
 
 -- The background worker serves one database (wa.database); creating the extension elsewhere
 -- is almost always a mistake, as in pg_cron. (Test clusters set wa.allow_any_database.)
@@ -49,7 +22,6 @@ END
 $database$;
 
 REVOKE ALL ON SCHEMA wa FROM PUBLIC;
-GRANT USAGE ON SCHEMA wa TO wa_admin, wa_app;
 
 -- The tenant a session acts for: SET wa.tenant_id = '<uuid>' (or SET LOCAL in a transaction).
 -- NULL when unset or empty. An ill-formed value is an error, never "no tenant".
@@ -66,10 +38,10 @@ CREATE TABLE wa.app_config (
     app_secret_enc       bytea NOT NULL,
     verify_token_enc     bytea NOT NULL,
     config_id            text NOT NULL CHECK (config_id ~ '^[0-9]{1,32}$'),
+    updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
     -- The database this configuration was made in. A copy restored under another name (a
     -- staging copy of production) sends nothing until wa.resume_sending() accepts it.
-    database_name        text DEFAULT pg_catalog.current_database(),
-    updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now()
+    database_name        text DEFAULT pg_catalog.current_database()
 );
 
 -- ---------------------------------------------------------------------------------------------
@@ -81,15 +53,15 @@ CREATE TABLE wa.tenants (
                             ('not_connected', 'pending', 'connected', 'action_required',
                              'disconnected', 'error')),
     last_error           jsonb,
+    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
     -- Set by wa.pause_sending(tenant): nothing is sent for the tenant until it is resumed.
     sending_paused_at    timestamptz,
     -- The LISTEN channel of the tenant's notifications: unguessable (122 random bits), visible
     -- only to the tenant itself and to wa_admin, from wa.events_channel(tenant).
     events_channel       text NOT NULL UNIQUE
                             DEFAULT ('wa_' OPERATOR(pg_catalog.||)
-                                     pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', '')),
-    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now()
+                                     pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', ''))
 );
 
 -- WhatsApp Business Accounts connected by a tenant.
@@ -159,7 +131,11 @@ CREATE INDEX released_routes_tenant_idx ON wa.released_routes (tenant_id);
 -- ciphertext copied to another row or tenant does not decrypt. wa_app has no access at all.
 CREATE TABLE wa.credentials (
     tenant_id            uuid NOT NULL REFERENCES wa.tenants ON DELETE CASCADE,
-    kind                 text NOT NULL CHECK (kind IN ('business_token', 'registration_pin')),
+    -- A re-signup keeps the new token and registration PIN aside ('signup_token', 'signup_pin';
+    -- the envelope's associated data names the kind, so they cannot be mistaken for the live
+    -- ones) and promotes them when the signup completes.
+    kind                 text NOT NULL CHECK (kind IN
+                            ('business_token', 'registration_pin', 'signup_token', 'signup_pin')),
     ciphertext           bytea NOT NULL,
     key_id               text NOT NULL,
     source               text NOT NULL CHECK (source IN ('embedded_signup', 'manual')),
@@ -226,9 +202,6 @@ CREATE TABLE wa.messages (
                             ('queued', 'sent', 'delivered', 'read', 'played', 'failed',
                              'received', 'deleted')),
     wamid                text,
-    -- Further wamids Meta gave the same message (it was sent twice: an unknown outcome
-    -- retried, or in flight at a crash); their statuses apply to this row too.
-    extra_wamids         text[],
     idempotency_key      text CHECK (pg_catalog.length(idempotency_key) BETWEEN 1 AND 200),
     context_wamid        text,
     error                jsonb,
@@ -242,6 +215,9 @@ CREATE TABLE wa.messages (
     played_at            timestamptz,
     failed_at            timestamptz,
     updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- Further wamids Meta gave the same message (it was sent twice: an unknown outcome
+    -- retried, or in flight at a crash); their statuses apply to this row too.
+    extra_wamids         text[],
     PRIMARY KEY (tenant_id, message_id),
     UNIQUE (tenant_id, wamid),
     FOREIGN KEY (tenant_id, conversation_id) REFERENCES wa.conversations ON DELETE CASCADE,
@@ -269,13 +245,13 @@ CREATE TABLE wa.outbox (
     next_attempt_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     failed_at            timestamptz,
     last_error           jsonb,
+    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
     -- The claim that leased the row (NULL when none): every write-back is conditional on it,
     -- so a stale claim never overwrites a newer one or a hold.
     claim_id             bigint,
     -- Set when a send's outcome was unknown (a timeout after the request went out, a worker
     -- that died): the row waits for Meta's status webhook before it is sent again.
     outcome_unknown_at   timestamptz,
-    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (tenant_id, outbox_id),
     FOREIGN KEY (tenant_id, message_id) REFERENCES wa.messages ON DELETE CASCADE
 );
@@ -395,53 +371,44 @@ CREATE TABLE wa.parked_parts (
     PRIMARY KEY (kind, external_id, webhook_event_id)
 );
 
--- ---------------------------------------------------------------------------------------------
--- Row-level security: wa_app sees only the rows of the tenant in wa.tenant_id; wa_admin sees
--- all. Forced, so even the table owner is subject to it unless it is a superuser.
-DO $rls$
-DECLARE
-    t text;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['tenants', 'wabas', 'phone_numbers', 'routes', 'released_routes',
-                             'credentials', 'contacts', 'conversations', 'messages', 'outbox', 'media',
-                             'pending_statuses', 'templates', 'account_events']
-    LOOP
-        EXECUTE pg_catalog.format('ALTER TABLE wa.%I ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE pg_catalog.format('ALTER TABLE wa.%I FORCE ROW LEVEL SECURITY', t);
-        EXECUTE pg_catalog.format(
-            'CREATE POLICY tenant_isolation ON wa.%I FOR SELECT TO wa_app '
-            'USING (tenant_id OPERATOR(pg_catalog.=) wa.current_tenant_id())', t);
-        EXECUTE pg_catalog.format(
-            'CREATE POLICY admin_all ON wa.%I TO wa_admin USING (true) WITH CHECK (true)', t);
-    END LOOP;
-END
-$rls$;
-ALTER TABLE wa.app_config ENABLE ROW LEVEL SECURITY;
-ALTER TABLE wa.app_config FORCE ROW LEVEL SECURITY;
-CREATE POLICY admin_all ON wa.app_config TO wa_admin USING (true) WITH CHECK (true);
-ALTER TABLE wa.worker_state ENABLE ROW LEVEL SECURITY;
-ALTER TABLE wa.worker_state FORCE ROW LEVEL SECURITY;
-CREATE POLICY admin_all ON wa.worker_state TO wa_admin USING (true) WITH CHECK (true);
-ALTER TABLE wa.webhook_events ENABLE ROW LEVEL SECURITY;
-ALTER TABLE wa.webhook_events FORCE ROW LEVEL SECURITY;
-CREATE POLICY admin_all ON wa.webhook_events TO wa_admin USING (true) WITH CHECK (true);
-ALTER TABLE wa.parked_parts ENABLE ROW LEVEL SECURITY;
-ALTER TABLE wa.parked_parts FORCE ROW LEVEL SECURITY;
-CREATE POLICY admin_all ON wa.parked_parts TO wa_admin USING (true) WITH CHECK (true);
-
--- Privileges. Nothing to PUBLIC. wa_app reads its tenant's rows (changes go through functions);
--- it never touches secrets, the app configuration or the raw webhook log.
-REVOKE ALL ON ALL TABLES IN SCHEMA wa FROM PUBLIC;
-REVOKE ALL ON ALL SEQUENCES IN SCHEMA wa FROM PUBLIC;
-GRANT SELECT ON wa.tenants, wa.wabas, wa.phone_numbers, wa.contacts, wa.conversations,
-    wa.messages, wa.templates, wa.account_events, wa.media TO wa_app;
-GRANT SELECT ON ALL TABLES IN SCHEMA wa TO wa_admin;
--- Admins see that secrets exist and under which key, never plaintext (there is none to see).
-REVOKE SELECT ON wa.credentials FROM wa_admin;
-GRANT SELECT (tenant_id, kind, key_id, source, expires_at, created_at, updated_at)
-    ON wa.credentials TO wa_admin;
-REVOKE SELECT ON wa.app_config FROM wa_admin;
-GRANT SELECT (app_id, config_id, updated_at) ON wa.app_config TO wa_admin;
+-- Embedded Signup progress per tenant: each step's completion time, so that calling
+-- wa.exchange_code again resumes at the step that failed instead of redoing the others.
+CREATE TABLE wa.signups (
+    tenant_id            uuid PRIMARY KEY REFERENCES wa.tenants ON DELETE CASCADE,
+    code_sha256          text,
+    waba_id              text,
+    phone_number_id      text,
+    token_at             timestamptz,
+    access_checked_at    timestamptz,
+    subscribed_at        timestamptz,
+    registered_at        timestamptz,
+    info_at              timestamptz,
+    completed_at         timestamptz,
+    last_error           jsonb,
+    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- Which wa.complete_signup call (signup state) the signup's progress belongs to, and
+    -- whether it is a re-signup of a tenant that was connected when it started: then nothing
+    -- of the current connection (token, WABA, numbers, routes, state) changes until every step
+    -- succeeded.
+    signup_attempt_id    uuid,
+    keeps_connection     boolean NOT NULL DEFAULT false
+);
+-- A signup state authorises exactly one wa.complete_signup call for one tenant. The host app
+-- mints it with wa.begin_signup(tenant) after authenticating its user and hands it to the
+-- browser; only its SHA-256 is stored, so the table never holds a usable state.
+CREATE TABLE wa.signup_states (
+    tenant_id            uuid NOT NULL REFERENCES wa.tenants ON DELETE CASCADE,
+    state_sha256         text NOT NULL CHECK (state_sha256 ~ '^[0-9a-f]{64}$'),
+    signup_attempt_id    uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
+    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    expires_at           timestamptz NOT NULL,
+    consumed_at          timestamptz,
+    PRIMARY KEY (tenant_id, state_sha256),
+    CHECK (expires_at > created_at)
+);
+-- wa.complete_signup finds a state by its hash alone (the browser does not name the tenant).
+CREATE UNIQUE INDEX signup_states_sha256_idx ON wa.signup_states (state_sha256);
 
 -- pg_dump keeps the data of extension tables only when asked to.
 SELECT pg_catalog.pg_extension_config_dump('wa.app_config', '');
@@ -464,28 +431,5 @@ SELECT pg_catalog.pg_extension_config_dump('wa.media', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.outbox_outbox_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.account_events_account_event_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.webhook_events_webhook_event_id_seq', '');
-
--- Embedded Signup progress per tenant: each step's completion time, so that calling
--- wa.exchange_code again resumes at the step that failed instead of redoing the others.
-CREATE TABLE wa.signups (
-    tenant_id            uuid PRIMARY KEY REFERENCES wa.tenants ON DELETE CASCADE,
-    code_sha256          text,
-    waba_id              text,
-    phone_number_id      text,
-    token_at             timestamptz,
-    access_checked_at    timestamptz,
-    subscribed_at        timestamptz,
-    registered_at        timestamptz,
-    info_at              timestamptz,
-    completed_at         timestamptz,
-    last_error           jsonb,
-    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now()
-);
-ALTER TABLE wa.signups ENABLE ROW LEVEL SECURITY;
-ALTER TABLE wa.signups FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON wa.signups FOR SELECT TO wa_app
-    USING (tenant_id OPERATOR(pg_catalog.=) wa.current_tenant_id());
-CREATE POLICY admin_all ON wa.signups TO wa_admin USING (true) WITH CHECK (true);
-GRANT SELECT ON wa.signups TO wa_app, wa_admin;
 SELECT pg_catalog.pg_extension_config_dump('wa.signups', '');
+SELECT pg_catalog.pg_extension_config_dump('wa.signup_states', '');

@@ -39,15 +39,14 @@ extension_sql_file!(
     name = "send",
     requires = ["read", "ingest", send::wake::_worker_pid]
 );
-extension_sql_file!("../sql/signup.sql", name = "signup", requires = ["schema"]);
 // Reading conversations and messages.
 extension_sql_file!("../sql/read.sql", name = "read", requires = ["api"]);
 extension_sql_file!(
     "../sql/prune.sql",
     name = "prune",
-    requires = ["schema", "signup", authz::_caller_is_admin]
+    requires = ["schema", authz::_caller_is_admin]
 );
-// Grants last, when every function exists.
+// Row-level security, policies and grants last, when every table and function exists.
 extension_sql_file!("../sql/grants.sql", name = "grants", finalize);
 
 #[pg_guard]

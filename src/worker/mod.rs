@@ -173,6 +173,8 @@ struct Worker {
     /// within a lease.
     latency: f64,
     leases_checked: Instant,
+    /// When the installed extension version was last compared with this library's.
+    version_checked: Instant,
 }
 
 #[pg_guard]
@@ -190,8 +192,26 @@ pub extern "C-unwind" fn wa_worker_main(_arg: pg_sys::Datum) {
     }
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     identity::pin_settings();
-    while !identity::become_wa_worker() {
-        // The extension was never created: nothing to serve yet, and nothing runs meanwhile.
+    let mut told = None;
+    loop {
+        // Nothing runs before the extension exists at this library's version: not created
+        // yet, or installed at another version (a new library waits for ALTER EXTENSION
+        // UPDATE; after a downgrade of the library, for the library it was updated to).
+        let version = installed_version().ok().flatten();
+        if version.as_deref() == Some(LIBRARY_VERSION) {
+            if identity::become_wa_worker() {
+                break;
+            }
+        } else if let Some(v) = version
+            && told.as_deref() != Some(v.as_str())
+        {
+            warning!(
+                "whatsapp_pg worker for database \"{database}\" waits: the extension is \
+                 installed at version {v} and this library is version {LIBRARY_VERSION}; \
+                 run ALTER EXTENSION whatsapp_pg UPDATE there"
+            );
+            told = Some(v);
+        }
         if BackgroundWorker::sigterm_received()
             || !BackgroundWorker::wait_latch(Some(Duration::from_secs(1)))
         {
@@ -225,10 +245,20 @@ pub extern "C-unwind" fn wa_worker_main(_arg: pg_sys::Datum) {
         unrecorded_failures: 0,
         latency: 0.05,
         leases_checked: Instant::now(),
+        version_checked: Instant::now(),
     };
     worker.run();
     wake::publish_worker_pid(0);
     exit_for_restart();
+}
+
+/// The version of this library; the worker serves a database whose extension is at it.
+const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The version of the extension installed in the worker's database (`Ok(None)`: not created,
+/// or dropped); `Err` when the lookup itself failed.
+fn installed_version() -> Result<Option<String>, String> {
+    txn::run(|| Spi::get_one::<String>(sql::INSTALLED_VERSION))?.map_err(|e| e.to_string())
 }
 
 /// Exits so that the postmaster starts the worker again after its restart time: whoever
@@ -255,6 +285,21 @@ impl Worker {
             }
             if BackgroundWorker::sighup_received() {
                 self.reload();
+            }
+            if self.version_checked.elapsed() >= Duration::from_secs(2) {
+                self.version_checked = Instant::now();
+                if let Ok(v) = installed_version()
+                    && v.as_deref() != Some(LIBRARY_VERSION)
+                {
+                    // Updated, downgraded or dropped under us: stop claiming, record what is
+                    // in flight, and start again (waiting for the matching version).
+                    warning!(
+                        "whatsapp_pg worker stops: the extension is now at version {} and this \
+                         library is version {LIBRARY_VERSION}",
+                        v.as_deref().unwrap_or("(none)")
+                    );
+                    break;
+                }
             }
             if self.paced_until.is_some() && latch_is_set() {
                 // A commit woke us: new rows may be due for a number that can send.

@@ -15,6 +15,13 @@
 //! Functions of the extension the worker calls (`wa._apply_pending_statuses`, which calls
 //! `wa._apply_status`) pin their own search_path and are qualified the same way.
 
+/// The version of the extension installed in the worker's database (one row, NULL before
+/// `CREATE EXTENSION`). The worker serves only the version it was built for: after a new
+/// library is installed it waits for `ALTER EXTENSION whatsapp_pg UPDATE`.
+pub const INSTALLED_VERSION: &str = "
+SELECT (SELECT e.extversion FROM pg_catalog.pg_extension e
+         WHERE e.extname OPERATOR(pg_catalog.=) 'whatsapp_pg')";
+
 /// Claims due outbox rows, at most `$1`, at most `$4` (or the number's budget in the `$3`
 /// object) per number, none for the exhausted numbers `$2`, the tenants `$6` whose token
 /// cannot be decrypted now or the rows `$7` whose outcome the worker still holds, and leases
@@ -396,6 +403,7 @@ SELECT NOT d.datistemplate
 /// Every statement above, by name, for the audit.
 #[cfg(test)]
 pub const ALL: &[(&str, &str)] = &[
+    ("INSTALLED_VERSION", INSTALLED_VERSION),
     ("CLAIM", CLAIM),
     ("TOKEN", TOKEN),
     ("PAUSES", PAUSES),
