@@ -296,7 +296,12 @@ CREATE TABLE wa.worker_state (
     paused               jsonb,
     unknown              bigint NOT NULL DEFAULT 0,
     duplicates           bigint NOT NULL DEFAULT 0,
-    unrecorded           integer NOT NULL DEFAULT 0
+    unrecorded           integer NOT NULL DEFAULT 0,
+    -- Claims and write-backs since the worker started, and their total duration (seconds).
+    claims               bigint NOT NULL DEFAULT 0,
+    claim_seconds        double precision NOT NULL DEFAULT 0,
+    write_backs          bigint NOT NULL DEFAULT 0,
+    write_back_seconds   double precision NOT NULL DEFAULT 0
 );
 
 -- Statuses that arrived before the message they describe was known; applied when it is.

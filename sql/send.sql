@@ -188,6 +188,12 @@ BEGIN ATOMIC
         'duplicates', COALESCE(s.duplicates, 0),
         'unrecorded', COALESCE(s.unrecorded, 0),
         'unknown_in_queue', q.unknown,
+        -- Since the worker started: committed claims and write-backs, and their summed time.
+        'latency', jsonb_build_object(
+            'claims', COALESCE(s.claims, 0),
+            'claim_seconds', COALESCE(s.claim_seconds, 0),
+            'write_backs', COALESCE(s.write_backs, 0),
+            'write_back_seconds', COALESCE(s.write_back_seconds, 0)),
         'sending', jsonb_build_object(
             'enabled', current_setting('wa.sending_enabled')::boolean,
             'restored_from', (SELECT c.database_name FROM wa.app_config c

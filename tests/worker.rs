@@ -358,6 +358,22 @@ fn faults_are_retried_throttled_failed_or_held_as_documented() {
         status["retried"].as_i64().unwrap_or(0) + status["sent"].as_i64().unwrap_or(0) > 0,
         "{status}"
     );
+    // Claim and write-back latency (summed durations and counts, as /metrics exports them).
+    wait_until(
+        "claim and write-back latency",
+        Duration::from_secs(5),
+        || {
+            let l: Value = su
+                .query_one("SELECT wa.worker_status()->'latency'", &[])
+                .unwrap()
+                .get(0);
+            let positive = |k: &str| l[k].as_f64().unwrap_or(0.0) > 0.0;
+            positive("claims")
+                && positive("claim_seconds")
+                && positive("write_backs")
+                && positive("write_back_seconds")
+        },
+    );
 }
 
 #[test]

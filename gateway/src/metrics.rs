@@ -321,6 +321,30 @@ pub fn render_database(status: &serde_json::Value, ages: (Option<f64>, Option<f6
     ] {
         metric(name, "counter", help, num(&status[key]));
     }
+    let latency = &status["latency"];
+    let mut summaries = String::new();
+    for (name, help, sum, count) in [
+        (
+            "wa_worker_claim_duration_seconds",
+            "Time the worker's claims took (one transaction each: pick due rows, lease them).",
+            "claim_seconds",
+            "claims",
+        ),
+        (
+            "wa_worker_write_back_duration_seconds",
+            "Time the worker's write-backs took (one transaction per batch of outcomes).",
+            "write_back_seconds",
+            "write_backs",
+        ),
+    ] {
+        summary(
+            &mut summaries,
+            name,
+            help,
+            num(&latency[sum]),
+            num(&latency[count]),
+        );
+    }
     metric(
         "wa_key_problem",
         "gauge",
@@ -404,6 +428,7 @@ pub fn render_database(status: &serde_json::Value, ages: (Option<f64>, Option<f6
             let _ = writeln!(out, "{name}{{phone_number_id=\"{phone}\"}} {v}");
         }
     }
+    out.push_str(&summaries);
     out
 }
 
@@ -421,6 +446,14 @@ fn database_up(out: &mut String, value: f64) {
         "gauge",
         "1: wa.worker_status() answered.",
         value,
+    );
+}
+
+/// A summary without quantiles: `rate(name_sum) / rate(name_count)` is the mean.
+fn summary(out: &mut String, name: &str, help: &str, sum: f64, count: f64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} summary\n{name}_sum {sum}\n{name}_count {count}"
     );
 }
 
@@ -446,6 +479,7 @@ mod database_tests {
             "paused": {"reason": "key_file"},
             "sending": {"enabled": true, "restored_from": null, "paused_tenants": 1},
             "webhooks": {"parked_waiting": 4},
+            "latency": {"claims": 9, "claim_seconds": 0.25, "write_backs": 4, "write_back_seconds": 0.5},
             "rate_limits": {
                 "2001": {"rate_per_sec": 80.0, "scheduled_ahead_ms": 1500, "sent": 40, "throttled": 7},
                 "x\"}evil": {"rate_per_sec": 1.0}
@@ -465,6 +499,11 @@ mod database_tests {
             "wa_sending_restored_copy 0",
             "wa_sending_paused_tenants 1",
             "wa_webhooks_parked 4",
+            "# TYPE wa_worker_claim_duration_seconds summary",
+            "wa_worker_claim_duration_seconds_sum 0.25",
+            "wa_worker_claim_duration_seconds_count 9",
+            "wa_worker_write_back_duration_seconds_sum 0.5",
+            "wa_worker_write_back_duration_seconds_count 4",
             "wa_webhook_last_received_age_seconds 30",
             "wa_number_rate_per_second{phone_number_id=\"2001\"} 80",
             "wa_number_scheduled_ahead_seconds{phone_number_id=\"2001\"} 1.5",

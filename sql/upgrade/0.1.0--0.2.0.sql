@@ -110,7 +110,11 @@ ALTER TABLE wa.worker_state
     ADD COLUMN paused jsonb,
     ADD COLUMN unknown bigint NOT NULL DEFAULT 0,
     ADD COLUMN duplicates bigint NOT NULL DEFAULT 0,
-    ADD COLUMN unrecorded integer NOT NULL DEFAULT 0;
+    ADD COLUMN unrecorded integer NOT NULL DEFAULT 0,
+    ADD COLUMN claims bigint NOT NULL DEFAULT 0,
+    ADD COLUMN claim_seconds double precision NOT NULL DEFAULT 0,
+    ADD COLUMN write_backs bigint NOT NULL DEFAULT 0,
+    ADD COLUMN write_back_seconds double precision NOT NULL DEFAULT 0;
 
 ALTER TABLE wa.webhook_events
     ADD COLUMN pruned_at timestamptz,

@@ -142,6 +142,12 @@ pub struct Stats {
     pub unknown: i64,
     pub duplicates: i64,
     pub last_error: Option<serde_json::Value>,
+    /// Claims and write-backs that committed, and the time they took (summed, in seconds):
+    /// exported as Prometheus summaries, so `rate(sum) / rate(count)` is their mean latency.
+    pub claims: i64,
+    pub claim_seconds: f64,
+    pub write_backs: i64,
+    pub write_back_seconds: f64,
     dirty: bool,
 }
 
@@ -566,6 +572,7 @@ impl Worker {
         let lease = self.settings.lease_secs();
         let media_max = self.settings.media_max_bytes;
         let tokens = &mut self.tokens;
+        let claim_started = Instant::now();
         let claimed = txn::run_ok(std::panic::AssertUnwindSafe(
             || -> Result<Claimed, crate::error::WaError> {
                 Spi::run("SET LOCAL synchronous_commit = off")?;
@@ -723,7 +730,11 @@ impl Worker {
             },
         ));
         let claim = match claimed {
-            Ok(claim) => claim,
+            Ok(claim) => {
+                self.stats.claims += 1;
+                self.stats.claim_seconds += claim_started.elapsed().as_secs_f64();
+                claim
+            }
             Err(e) => {
                 self.note_error("claim", &e);
                 self.claim_paused_until = Some(Instant::now() + Duration::from_secs(1));
@@ -766,8 +777,11 @@ impl Worker {
             return;
         }
         let (max_attempts, grace) = (self.settings.max_attempts, self.settings.grace_secs);
+        let started = Instant::now();
         match writeback::record(&done, max_attempts, grace) {
             Ok(counts) => {
+                self.stats.write_backs += 1;
+                self.stats.write_back_seconds += started.elapsed().as_secs_f64();
                 self.unrecorded_failures = 0;
                 self.unrecorded_retry = None;
                 if !counts.throttled.is_empty() {
@@ -824,6 +838,8 @@ impl Worker {
         let (sent, failed, retried, media, error) =
             (s.sent, s.failed, s.retried, s.media, s.last_error.clone());
         let (unknown, duplicates) = (s.unknown, s.duplicates);
+        let (claims, claim_seconds) = (s.claims, s.claim_seconds);
+        let (write_backs, write_back_seconds) = (s.write_backs, s.write_back_seconds);
         let unrecorded = self.unrecorded.len() as i32;
         let first = !self.started;
         let published = paused.clone();
@@ -842,6 +858,10 @@ impl Worker {
                     unknown.into(),
                     duplicates.into(),
                     unrecorded.into(),
+                    claims.into(),
+                    claim_seconds.into(),
+                    write_backs.into(),
+                    write_back_seconds.into(),
                 ],
             )
         }));

@@ -176,9 +176,10 @@ UPDATE wa.outbox o
 pub const HEARTBEAT: &str = "
 INSERT INTO wa.worker_state AS s (singleton, pid, started_at, heartbeat_at, sent, failed, retried,
                                   media_downloaded, last_error, last_error_at, rate_limits, paused,
-                                  unknown, duplicates, unrecorded)
+                                  unknown, duplicates, unrecorded, claims, claim_seconds, write_backs,
+                                  write_back_seconds)
 VALUES (true, pg_catalog.pg_backend_pid(), pg_catalog.now(), pg_catalog.now(), $1, $2, $3, $4, $5,
-        CASE WHEN $5 IS NOT NULL THEN pg_catalog.now() END, $6, $8, $9, $10, $11)
+        CASE WHEN $5 IS NOT NULL THEN pg_catalog.now() END, $6, $8, $9, $10, $11, $12, $13, $14, $15)
 ON CONFLICT (singleton) DO UPDATE SET
     pid = pg_catalog.pg_backend_pid(),
     started_at = CASE WHEN $7 THEN pg_catalog.now() ELSE s.started_at END,
@@ -193,7 +194,11 @@ ON CONFLICT (singleton) DO UPDATE SET
     paused = $8,
     unknown = (CASE WHEN $7 THEN 0 ELSE s.unknown END) OPERATOR(pg_catalog.+) $9,
     duplicates = (CASE WHEN $7 THEN 0 ELSE s.duplicates END) OPERATOR(pg_catalog.+) $10,
-    unrecorded = $11";
+    unrecorded = $11,
+    claims = (CASE WHEN $7 THEN 0 ELSE s.claims END) OPERATOR(pg_catalog.+) $12,
+    claim_seconds = (CASE WHEN $7 THEN 0 ELSE s.claim_seconds END) OPERATOR(pg_catalog.+) $13,
+    write_backs = (CASE WHEN $7 THEN 0 ELSE s.write_backs END) OPERATOR(pg_catalog.+) $14,
+    write_back_seconds = (CASE WHEN $7 THEN 0 ELSE s.write_back_seconds END) OPERATOR(pg_catalog.+) $15";
 
 /// The end of the statements that change a message's status: one notification per changed
 /// message, on its tenant's channel.
