@@ -18,7 +18,7 @@ IT_ENV       := RUST_BACKTRACE=1 WA_CLUSTER_DIR=/var/tmp/whatsapp_pg-it WA_PORT=
 GW_ENV       := WA_CLUSTER_DIR=/var/tmp/whatsapp_pg-gw WA_PORT=55434 WA_DATABASE=wa_gw WA_EXTRA_CONF="wa.allow_any_database = on" $(NO_GRAPH)
 GW_DSN       := host=127.0.0.1 port=55434 user=postgres dbname=postgres
 
-.PHONY: test bootstrap lint unit pgtest install it gateway-test upgrade-test package package-test demo demo-stop bench-ingest bench-send bench-parse
+.PHONY: test bootstrap lint unit pgtest install it gateway-test upgrade-test package package-test demo demo-stop bench-ingest bench-statuses bench-send bench-parse
 
 test: bootstrap lint unit pgtest it gateway-test upgrade-test package-test
 	@echo "make test: all suites passed"
@@ -87,7 +87,11 @@ demo-stop:
 bench-ingest: bootstrap
 	cargo pgrx install --release --pg-config $(PG_CONFIG) >/dev/null
 	@bash scripts/upgrade-scripts.sh "$$($(PG_CONFIG) --sharedir)/extension" >/dev/null
-	bash scripts/bench-ingest.sh
+	bash scripts/bench-ingest.sh $(BENCH_ARGS)
+
+# The status mode of bench-ingest: delivered statuses of sent messages against plain UPDATEs.
+bench-statuses:
+	$(MAKE) bench-ingest BENCH_ARGS="--statuses $(BENCH_ARGS)"
 
 bench-send: bootstrap
 	bash scripts/bench-send.sh

@@ -38,7 +38,7 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['tenants', 'wabas', 'phone_numbers', 'routes', 'released_routes',
-                             'credentials', 'contacts', 'conversations', 'messages', 'outbox', 'media',
+                             'credentials', 'contacts', 'conversations', 'messages', 'outbox', 'media', 'media_chunks',
                              'pending_statuses', 'templates', 'account_events', 'signups', 'signup_states']
     LOOP
         EXECUTE pg_catalog.format('ALTER TABLE wa.%I ENABLE ROW LEVEL SECURITY', t);
@@ -69,7 +69,7 @@ CREATE POLICY admin_all ON wa.parked_parts TO wa_admin USING (true) WITH CHECK (
 REVOKE ALL ON ALL TABLES IN SCHEMA wa FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA wa FROM PUBLIC;
 GRANT SELECT ON wa.tenants, wa.wabas, wa.phone_numbers, wa.contacts, wa.conversations,
-    wa.messages, wa.templates, wa.account_events, wa.media TO wa_app;
+    wa.messages, wa.templates, wa.account_events, wa.media, wa.media_chunks TO wa_app;
 GRANT SELECT ON ALL TABLES IN SCHEMA wa TO wa_admin;
 -- Admins see that secrets exist and under which key, never plaintext (there is none to see).
 REVOKE SELECT ON wa.credentials FROM wa_admin;
@@ -94,10 +94,12 @@ GRANT EXECUTE ON FUNCTION
     wa.conversations(uuid, text, integer, timestamptz, uuid),
     wa.messages(uuid, integer, timestamptz, uuid),
     wa.close_conversation(uuid),
+    wa.media_content(uuid, text),
     wa.status_rank(text),
-    wa.send_message(uuid, text, jsonb, text, text),
-    wa.send_text(uuid, text, text, text),
-    wa.send_template(uuid, text, text, text, jsonb, text),
+    wa.send_message(uuid, text, jsonb, text, text, integer),
+    wa.send_text(uuid, text, text, text, integer),
+    wa.send_template(uuid, text, text, text, jsonb, text, integer),
+    wa.send_bulk(uuid, text[], jsonb, jsonb, text[], text, integer, boolean),
     wa.mark_read(uuid, text, boolean),
     wa.retry_failed(uuid),
     wa.pause_sending(uuid),
@@ -174,14 +176,15 @@ CREATE POLICY owner_admin ON wa.parked_parts FOR ALL TO wa_owner
 
 -- What the background worker does, and nothing more.
 GRANT SELECT, INSERT, UPDATE, DELETE
-    ON wa.outbox, wa.messages, wa.pending_statuses, wa.media, wa.worker_state TO wa_worker;
+    ON wa.outbox, wa.messages, wa.pending_statuses, wa.media, wa.media_chunks, wa.worker_state
+    TO wa_worker;
 GRANT SELECT, UPDATE ON wa.tenants, wa.conversations TO wa_worker;
 GRANT SELECT ON wa.credentials, wa.phone_numbers, wa.app_config, wa.routes, wa.contacts TO wa_worker;
 GRANT INSERT ON wa.account_events TO wa_worker;
 GRANT EXECUTE ON FUNCTION
     wa.status_rank(text),
     wa._apply_pending_statuses(uuid[], text[]),
-    wa._apply_status(uuid, text, text, timestamptz, text, jsonb, jsonb, jsonb, jsonb, text),
+    wa._apply_statuses(uuid, text, text[], text[], double precision[], text[], jsonb[]),
     wa.current_tenant_id()
 TO wa_worker;
 

@@ -111,156 +111,243 @@ BEGIN
 END
 $$;
 
--- One status of an outbound message. Finds the message by wamid, or through
--- biz_opaque_callback_data (our message id) when the worker has not stored the wamid yet;
--- otherwise keeps it pending. p_tenant is the tenant the number is routed to now (NULL when
--- none is); with p_phone, a message not found there is looked for among the number's former
--- tenants (wa.released_routes), so that statuses arriving after a disconnect still apply.
--- Returns 'applied', 'unchanged', 'pending', or 'unrouted' (no tenant has the message and the
--- number has no current tenant to keep it pending for).
--- Called by the worker (as wa_worker, without p_phone): every function and operator is
--- qualified.
-CREATE FUNCTION wa._apply_status(p_tenant uuid, p_wamid text, p_status text, p_at timestamptz,
-                                 p_callback text, p_pricing jsonb, p_conversation jsonb,
-                                 p_errors jsonb, p_payload jsonb, p_phone text DEFAULT NULL)
-    RETURNS text
+-- The statuses of one business number in one delivery (or a tenant's pending statuses),
+-- applied set-based: a few statements whatever their number. The state they leave is the
+-- state applying them one at a time, in the given order, leaves (tests/ingest.rs compares the
+-- two for a shuffled, replayed storm):
+--  * a message's status only moves to a higher rank (wa.status_rank; failed is terminal);
+--  * each per-status timestamp, the pricing, Meta's conversation and a failure's errors are
+--    the first ones given: a replay or a late copy never overwrites them;
+--  * one message.status notification for each status that raised the rank, with that status.
+-- Each status finds its message by wamid, else through biz_opaque_callback_data (our message
+-- id) when the worker has not stored the wamid yet: among the messages of p_tenant, the
+-- number's current tenant (NULL when none), then, given p_phone, among those of the number's
+-- former tenants (wa.released_routes), so that statuses arriving after a disconnect still
+-- apply. A status whose message is not known yet is kept in wa.pending_statuses for p_tenant
+-- and applied when the message gets its wamid; with no p_tenant it is unrouted.
+-- p_ats are Unix times (NULL: now). Returns the 1-based positions of the unrouted statuses
+-- (NULL when there are none).
+-- The messages are locked in key order, so concurrent deliveries cannot deadlock on them.
+-- Called by the worker (as wa_worker, through wa._apply_pending_statuses): every function and
+-- operator is qualified.
+CREATE FUNCTION wa._apply_statuses(p_tenant uuid, p_phone text, p_wamids text[],
+                                   p_statuses text[], p_ats double precision[],
+                                   p_callbacks text[], p_payloads jsonb[])
+    RETURNS integer[]
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_tenant uuid := p_tenant;
-    v_callback uuid;
-    v_message uuid;
-    v_conversation uuid;
-    v_current text;
-    v_wamid text;
-    v_new text;
-    v_changed boolean;
+    v_tenants uuid[];
+    v_messages uuid[];
+    v_learnt_tenants uuid[];
+    v_learnt_wamids text[];
+    v_notified bigint;
 BEGIN
-    IF p_callback OPERATOR(pg_catalog.~)
-       '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
-        v_callback := p_callback::uuid;
-    END IF;
-    IF p_tenant IS NOT NULL THEN
-        SELECT m.message_id, m.conversation_id, m.status, m.wamid
-          INTO v_message, v_conversation, v_current, v_wamid
-          FROM wa.messages m
-         WHERE m.tenant_id OPERATOR(pg_catalog.=) p_tenant AND m.wamid OPERATOR(pg_catalog.=) p_wamid
-           FOR UPDATE;
-        IF v_message IS NULL AND v_callback IS NOT NULL THEN
-            SELECT m.message_id, m.conversation_id, m.status, m.wamid
-              INTO v_message, v_conversation, v_current, v_wamid
-              FROM wa.messages m
-             WHERE m.tenant_id OPERATOR(pg_catalog.=) p_tenant
-               AND m.message_id OPERATOR(pg_catalog.=) v_callback
-               AND m.direction OPERATOR(pg_catalog.=) 'outbound'
-               FOR UPDATE;
-        END IF;
-    END IF;
-    IF v_message IS NULL AND p_phone IS NOT NULL THEN
-        -- Not the current tenant's: a message a former tenant of the number sent.
-        SELECT m.tenant_id, m.message_id, m.conversation_id, m.status, m.wamid
-          INTO v_tenant, v_message, v_conversation, v_current, v_wamid
-          FROM wa.released_routes r
-          JOIN wa.messages m ON m.tenant_id OPERATOR(pg_catalog.=) r.tenant_id
-         WHERE r.kind OPERATOR(pg_catalog.=) 'phone_number'
-           AND r.external_id OPERATOR(pg_catalog.=) p_phone
-           AND r.tenant_id IS DISTINCT FROM p_tenant
-           AND m.wamid OPERATOR(pg_catalog.=) p_wamid
-         ORDER BY r.released_at DESC
-         LIMIT 1
-           FOR UPDATE OF m;
-        IF v_message IS NULL AND v_callback IS NOT NULL THEN
-            SELECT m.tenant_id, m.message_id, m.conversation_id, m.status, m.wamid
-              INTO v_tenant, v_message, v_conversation, v_current, v_wamid
-              FROM wa.released_routes r
-              JOIN wa.messages m ON m.tenant_id OPERATOR(pg_catalog.=) r.tenant_id
-             WHERE r.kind OPERATOR(pg_catalog.=) 'phone_number'
-               AND r.external_id OPERATOR(pg_catalog.=) p_phone
-               AND r.tenant_id IS DISTINCT FROM p_tenant
-               AND m.message_id OPERATOR(pg_catalog.=) v_callback
-               AND m.direction OPERATOR(pg_catalog.=) 'outbound'
-             ORDER BY r.released_at DESC
-             LIMIT 1
-               FOR UPDATE OF m;
-        END IF;
-        IF v_message IS NULL THEN
-            v_tenant := p_tenant;
-        END IF;
-    END IF;
-    IF v_message IS NULL THEN
-        IF p_tenant IS NULL THEN
-            RETURN 'unrouted';
-        END IF;
+    -- 1. Each status's message (NULL where none is known).
+    WITH s AS (
+        SELECT s.ord, s.wamid,
+               CASE WHEN s.callback OPERATOR(pg_catalog.~)
+                         '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                    THEN s.callback::pg_catalog.uuid END AS callback
+          FROM ROWS FROM (pg_catalog.unnest(p_wamids), pg_catalog.unnest(p_callbacks))
+               WITH ORDINALITY AS s(wamid, callback, ord)
+    ), cur AS (
+        SELECT s.ord, s.wamid, s.callback, COALESCE(
+                   (SELECT m.message_id FROM wa.messages m
+                     WHERE m.tenant_id OPERATOR(pg_catalog.=) p_tenant
+                       AND m.wamid OPERATOR(pg_catalog.=) s.wamid),
+                   (SELECT m.message_id FROM wa.messages m
+                     WHERE m.tenant_id OPERATOR(pg_catalog.=) p_tenant
+                       AND m.message_id OPERATOR(pg_catalog.=) s.callback
+                       AND m.direction OPERATOR(pg_catalog.=) 'outbound')) AS message_id
+          FROM s
+    )
+    SELECT pg_catalog.array_agg(CASE WHEN c.message_id IS NOT NULL THEN p_tenant ELSE f.tenant_id END
+                                ORDER BY c.ord),
+           pg_catalog.array_agg(COALESCE(c.message_id, f.message_id) ORDER BY c.ord)
+      INTO v_tenants, v_messages
+      FROM cur c
+      LEFT JOIN LATERAL (
+          -- Not the current tenant's: a message a former tenant of the number sent.
+          SELECT x.tenant_id, x.message_id FROM (
+              SELECT m.tenant_id, m.message_id, 1 AS pref, r.released_at
+                FROM wa.released_routes r
+                JOIN wa.messages m ON m.tenant_id OPERATOR(pg_catalog.=) r.tenant_id
+               WHERE c.message_id IS NULL AND p_phone IS NOT NULL
+                 AND r.kind OPERATOR(pg_catalog.=) 'phone_number'
+                 AND r.external_id OPERATOR(pg_catalog.=) p_phone
+                 AND (p_tenant IS NULL OR r.tenant_id OPERATOR(pg_catalog.<>) p_tenant)
+                 AND m.wamid OPERATOR(pg_catalog.=) c.wamid
+              UNION ALL
+              SELECT m.tenant_id, m.message_id, 2, r.released_at
+                FROM wa.released_routes r
+                JOIN wa.messages m ON m.tenant_id OPERATOR(pg_catalog.=) r.tenant_id
+               WHERE c.message_id IS NULL AND p_phone IS NOT NULL AND c.callback IS NOT NULL
+                 AND r.kind OPERATOR(pg_catalog.=) 'phone_number'
+                 AND r.external_id OPERATOR(pg_catalog.=) p_phone
+                 AND (p_tenant IS NULL OR r.tenant_id OPERATOR(pg_catalog.<>) p_tenant)
+                 AND m.message_id OPERATOR(pg_catalog.=) c.callback
+                 AND m.direction OPERATOR(pg_catalog.=) 'outbound'
+          ) x
+          ORDER BY x.pref, x.released_at DESC
+          LIMIT 1
+      ) f ON true;
+
+    -- 2. Lock the messages, in key order.
+    PERFORM 1
+       FROM wa.messages m
+       JOIN (SELECT DISTINCT k.tenant_id, k.message_id
+               FROM ROWS FROM (pg_catalog.unnest(v_tenants), pg_catalog.unnest(v_messages))
+                    AS k(tenant_id, message_id)
+              WHERE k.message_id IS NOT NULL) k
+         ON m.tenant_id OPERATOR(pg_catalog.=) k.tenant_id
+        AND m.message_id OPERATOR(pg_catalog.=) k.message_id
+      ORDER BY m.tenant_id, m.message_id
+        FOR UPDATE OF m;
+
+    -- 3. Apply them (this statement sees the locked rows as they are now).
+    WITH s AS (
+        SELECT k.ord, k.tenant_id, k.message_id, k.wamid, k.status,
+               wa.status_rank(k.status) AS rank,
+               COALESCE(pg_catalog.to_timestamp(k.at), pg_catalog.now()) AS at, k.payload
+          FROM ROWS FROM (pg_catalog.unnest(v_tenants), pg_catalog.unnest(v_messages),
+                          pg_catalog.unnest(p_wamids), pg_catalog.unnest(p_statuses),
+                          pg_catalog.unnest(p_ats), pg_catalog.unnest(p_payloads))
+               WITH ORDINALITY AS k(tenant_id, message_id, wamid, status, at, payload, ord)
+    ), pend AS (
         INSERT INTO wa.pending_statuses (tenant_id, wamid, status, status_payload)
-        VALUES (p_tenant, p_wamid, p_status, p_payload)
-        ON CONFLICT (tenant_id, wamid, status) DO NOTHING;
-        RETURN 'pending';
-    END IF;
-    v_new := CASE WHEN v_current OPERATOR(pg_catalog.<>) 'failed'
-                   AND wa.status_rank(p_status) OPERATOR(pg_catalog.>) wa.status_rank(v_current)
-                  THEN p_status ELSE v_current END;
-    UPDATE wa.messages m
-       SET status = v_new,
-           wamid = COALESCE(m.wamid, p_wamid),
-           sent_at = CASE WHEN p_status OPERATOR(pg_catalog.=) 'sent' THEN COALESCE(m.sent_at, p_at) ELSE m.sent_at END,
-           delivered_at = CASE WHEN p_status OPERATOR(pg_catalog.=) 'delivered' THEN COALESCE(m.delivered_at, p_at) ELSE m.delivered_at END,
-           read_at = CASE WHEN p_status OPERATOR(pg_catalog.=) 'read' THEN COALESCE(m.read_at, p_at) ELSE m.read_at END,
-           played_at = CASE WHEN p_status OPERATOR(pg_catalog.=) 'played' THEN COALESCE(m.played_at, p_at) ELSE m.played_at END,
-           failed_at = CASE WHEN p_status OPERATOR(pg_catalog.=) 'failed' THEN COALESCE(m.failed_at, p_at) ELSE m.failed_at END,
-           error = CASE WHEN p_status OPERATOR(pg_catalog.=) 'failed' AND v_new OPERATOR(pg_catalog.=) 'failed'
-                        THEN COALESCE(m.error, p_errors) ELSE m.error END,
-           pricing = COALESCE(p_pricing, m.pricing),
-           meta_conversation = COALESCE(p_conversation, m.meta_conversation),
-           updated_at = pg_catalog.now()
-     WHERE m.tenant_id OPERATOR(pg_catalog.=) v_tenant
-       AND m.message_id OPERATOR(pg_catalog.=) v_message
-       AND (m.status IS DISTINCT FROM v_new
-            OR m.wamid IS NULL
-            OR (p_status OPERATOR(pg_catalog.=) 'sent' AND m.sent_at IS NULL)
-            OR (p_status OPERATOR(pg_catalog.=) 'delivered' AND m.delivered_at IS NULL)
-            OR (p_status OPERATOR(pg_catalog.=) 'read' AND m.read_at IS NULL)
-            OR (p_status OPERATOR(pg_catalog.=) 'played' AND m.played_at IS NULL)
-            OR (p_status OPERATOR(pg_catalog.=) 'failed' AND m.failed_at IS NULL)
-            OR (p_pricing IS NOT NULL AND m.pricing IS NULL)
-            OR (p_conversation IS NOT NULL AND m.meta_conversation IS NULL));
-    v_changed := FOUND;
-    IF v_current OPERATOR(pg_catalog.=) 'queued' THEN
-        -- Meta has the message although the worker has not recorded it (its answer is still
-        -- on the way, or was lost to a timeout or a crash): it must not be sent again.
-        DELETE FROM wa.outbox o
-         WHERE o.tenant_id OPERATOR(pg_catalog.=) v_tenant
-           AND o.message_id OPERATOR(pg_catalog.=) v_message
-           AND o.kind OPERATOR(pg_catalog.=) 'message';
-    END IF;
-    IF v_wamid IS NOT NULL AND v_wamid OPERATOR(pg_catalog.<>) p_wamid THEN
-        -- Matched through our id under another wamid: Meta took the message twice.
+        SELECT p_tenant, s.wamid, s.status, s.payload
+          FROM s
+         WHERE s.message_id IS NULL AND p_tenant IS NOT NULL
+         ORDER BY s.ord
+        ON CONFLICT (tenant_id, wamid, status) DO NOTHING
+    ), agg AS (
+        SELECT s.tenant_id, s.message_id,
+               (pg_catalog.array_agg(s.status ORDER BY s.rank DESC, s.ord))[1] AS top,
+               pg_catalog.max(s.rank) AS top_rank,
+               (pg_catalog.array_agg(s.at ORDER BY s.ord)
+                    FILTER (WHERE s.status OPERATOR(pg_catalog.=) 'sent'))[1] AS sent_at,
+               (pg_catalog.array_agg(s.at ORDER BY s.ord)
+                    FILTER (WHERE s.status OPERATOR(pg_catalog.=) 'delivered'))[1] AS delivered_at,
+               (pg_catalog.array_agg(s.at ORDER BY s.ord)
+                    FILTER (WHERE s.status OPERATOR(pg_catalog.=) 'read'))[1] AS read_at,
+               (pg_catalog.array_agg(s.at ORDER BY s.ord)
+                    FILTER (WHERE s.status OPERATOR(pg_catalog.=) 'played'))[1] AS played_at,
+               (pg_catalog.array_agg(s.at ORDER BY s.ord)
+                    FILTER (WHERE s.status OPERATOR(pg_catalog.=) 'failed'))[1] AS failed_at,
+               (pg_catalog.array_agg(s.payload OPERATOR(pg_catalog.->) 'errors' ORDER BY s.ord)
+                    FILTER (WHERE s.status OPERATOR(pg_catalog.=) 'failed'
+                              AND (s.payload OPERATOR(pg_catalog.->) 'errors') IS NOT NULL))[1] AS errors,
+               (pg_catalog.array_agg(s.payload OPERATOR(pg_catalog.->) 'pricing' ORDER BY s.ord)
+                    FILTER (WHERE (s.payload OPERATOR(pg_catalog.->) 'pricing') IS NOT NULL))[1] AS pricing,
+               (pg_catalog.array_agg(s.payload OPERATOR(pg_catalog.->) 'conversation' ORDER BY s.ord)
+                    FILTER (WHERE (s.payload OPERATOR(pg_catalog.->) 'conversation') IS NOT NULL))[1]
+                   AS conversation,
+               pg_catalog.array_agg(s.wamid ORDER BY s.ord) AS wamids
+          FROM s
+         WHERE s.message_id IS NOT NULL
+         GROUP BY s.tenant_id, s.message_id
+    ), x AS (
+        -- Each message as it is now, and what it becomes.
+        SELECT a.*, m.status AS old_status, m.wamid AS old_wamid, m.conversation_id,
+               CASE WHEN m.status OPERATOR(pg_catalog.<>) 'failed'
+                     AND a.top_rank OPERATOR(pg_catalog.>) wa.status_rank(m.status)
+                    THEN a.top ELSE m.status END AS new_status,
+               COALESCE(m.wamid, a.wamids[1]) AS new_wamid,
+               -- Further wamids Meta gave it (found through our id under another wamid: Meta
+               -- took the message twice), in the order they came.
+               ARRAY(SELECT w.wamid
+                       FROM pg_catalog.unnest(a.wamids) WITH ORDINALITY AS w(wamid, i)
+                      WHERE w.wamid OPERATOR(pg_catalog.<>) COALESCE(m.wamid, a.wamids[1])
+                        AND NOT COALESCE(w.wamid OPERATOR(pg_catalog.=) ANY (m.extra_wamids), false)
+                      GROUP BY w.wamid
+                      ORDER BY pg_catalog.min(w.i)) AS extras
+          FROM agg a
+          JOIN wa.messages m ON m.tenant_id OPERATOR(pg_catalog.=) a.tenant_id
+                            AND m.message_id OPERATOR(pg_catalog.=) a.message_id
+    ), upd AS (
         UPDATE wa.messages m
-           SET extra_wamids = pg_catalog.array_append(m.extra_wamids, p_wamid)
-         WHERE m.tenant_id OPERATOR(pg_catalog.=) v_tenant
-           AND m.message_id OPERATOR(pg_catalog.=) v_message
-           AND NOT COALESCE(p_wamid OPERATOR(pg_catalog.=) ANY (m.extra_wamids), false);
+           SET status = x.new_status,
+               wamid = x.new_wamid,
+               extra_wamids = CASE WHEN pg_catalog.cardinality(x.extras) OPERATOR(pg_catalog.>) 0
+                                   THEN pg_catalog.array_cat(m.extra_wamids, x.extras)
+                                   ELSE m.extra_wamids END,
+               sent_at = COALESCE(m.sent_at, x.sent_at),
+               delivered_at = COALESCE(m.delivered_at, x.delivered_at),
+               read_at = COALESCE(m.read_at, x.read_at),
+               played_at = COALESCE(m.played_at, x.played_at),
+               failed_at = COALESCE(m.failed_at, x.failed_at),
+               error = COALESCE(m.error, x.errors),
+               pricing = COALESCE(m.pricing, x.pricing),
+               meta_conversation = COALESCE(m.meta_conversation, x.conversation),
+               updated_at = pg_catalog.now()
+          FROM x
+         WHERE m.tenant_id OPERATOR(pg_catalog.=) x.tenant_id
+           AND m.message_id OPERATOR(pg_catalog.=) x.message_id
+           AND (m.status OPERATOR(pg_catalog.<>) x.new_status
+                OR m.wamid IS NULL
+                OR pg_catalog.cardinality(x.extras) OPERATOR(pg_catalog.>) 0
+                OR (x.sent_at IS NOT NULL AND m.sent_at IS NULL)
+                OR (x.delivered_at IS NOT NULL AND m.delivered_at IS NULL)
+                OR (x.read_at IS NOT NULL AND m.read_at IS NULL)
+                OR (x.played_at IS NOT NULL AND m.played_at IS NULL)
+                OR (x.failed_at IS NOT NULL AND m.failed_at IS NULL)
+                OR (x.errors IS NOT NULL AND m.error IS NULL)
+                OR (x.pricing IS NOT NULL AND m.pricing IS NULL)
+                OR (x.conversation IS NOT NULL AND m.meta_conversation IS NULL))
+        RETURNING m.tenant_id, m.message_id
+    ), gone AS (
+        -- Meta has these messages although the worker has not recorded them (its answer is
+        -- still on the way, or was lost to a timeout or a crash): they must not be sent again.
+        DELETE FROM wa.outbox o
+         USING x
+         WHERE x.old_status OPERATOR(pg_catalog.=) 'queued'
+           AND o.tenant_id OPERATOR(pg_catalog.=) x.tenant_id
+           AND o.message_id OPERATOR(pg_catalog.=) x.message_id
+           AND o.kind OPERATOR(pg_catalog.=) 'message'
+    ), notified AS (
+        -- In the statuses' order (volatile outputs are computed after the sort).
+        SELECT pg_catalog.count(*) AS n FROM (
+            SELECT pg_catalog.pg_notify(t.events_channel, pg_catalog.json_build_object(
+                       'kind', 'message.status', 'status', n.status, 'tenant_id', n.tenant_id,
+                       'conversation_id', x.conversation_id, 'message_id', n.message_id)::pg_catalog.text)
+              FROM (SELECT s.*, pg_catalog.max(s.rank) OVER (
+                               PARTITION BY s.tenant_id, s.message_id ORDER BY s.ord
+                               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
+                      FROM s
+                     WHERE s.message_id IS NOT NULL) n
+              JOIN x ON x.tenant_id OPERATOR(pg_catalog.=) n.tenant_id
+                    AND x.message_id OPERATOR(pg_catalog.=) n.message_id
+              JOIN wa.tenants t ON t.tenant_id OPERATOR(pg_catalog.=) n.tenant_id
+             WHERE n.rank OPERATOR(pg_catalog.>)
+                   GREATEST(wa.status_rank(x.old_status), COALESCE(n.before, -1))
+             ORDER BY n.ord) q
+    )
+    -- An aggregate without GROUP BY: always one row, so the notifications are always made.
+    SELECT (SELECT n.n FROM notified n),
+           pg_catalog.array_agg(x.tenant_id) FILTER (WHERE x.old_wamid IS NULL),
+           pg_catalog.array_agg(x.new_wamid) FILTER (WHERE x.old_wamid IS NULL)
+      INTO v_notified, v_learnt_tenants, v_learnt_wamids
+      FROM upd u
+      JOIN x ON x.tenant_id OPERATOR(pg_catalog.=) u.tenant_id
+            AND x.message_id OPERATOR(pg_catalog.=) u.message_id;
+
+    -- 4. Messages that learnt their wamid here (matched through our id): the statuses that
+    --    arrived before it was known.
+    IF v_learnt_wamids IS NOT NULL THEN
+        PERFORM wa._apply_pending_statuses(v_learnt_tenants, v_learnt_wamids);
     END IF;
-    IF NOT v_changed THEN
-        RETURN 'unchanged';
-    END IF;
-    IF v_wamid IS NULL THEN
-        -- Matched through biz_opaque_callback_data: this is where the message learnt its wamid.
-        PERFORM wa._apply_pending_statuses(ARRAY[v_tenant], ARRAY[p_wamid]);
-    END IF;
-    IF v_new IS DISTINCT FROM v_current THEN
-        PERFORM pg_catalog.pg_notify(t.events_channel, pg_catalog.json_build_object(
-            'kind', 'message.status', 'status', v_new, 'tenant_id', v_tenant,
-            'conversation_id', v_conversation, 'message_id', v_message)::text)
-           FROM wa.tenants t WHERE t.tenant_id OPERATOR(pg_catalog.=) v_tenant;
-    END IF;
-    RETURN 'applied';
+    RETURN (SELECT pg_catalog.array_agg(k.ord::pg_catalog.int4 ORDER BY k.ord)
+              FROM pg_catalog.unnest(v_messages) WITH ORDINALITY AS k(message_id, ord)
+             WHERE k.message_id IS NULL AND p_tenant IS NULL);
 END
 $$;
 
--- A message got its wamid (the worker stored Meta's answer): apply the statuses that arrived
--- before it was known. Called by the worker's write-back for every batch (a join against an
--- almost always empty table) rather than by a per-row trigger on the hot path.
+-- A message got its wamid (the worker stored Meta's answer, or a status matched it through our
+-- id): apply the statuses that arrived before it was known, in the order they arrived. Called
+-- by the worker's write-back for every batch (a join against an almost always empty table)
+-- rather than by a per-row trigger on the hot path.
 CREATE FUNCTION wa._apply_pending_statuses(p_tenants uuid[], p_wamids text[]) RETURNS integer
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
@@ -270,19 +357,29 @@ DECLARE
     n integer := 0;
 BEGIN
     FOR p IN
-        DELETE FROM wa.pending_statuses s
-         USING ROWS FROM (pg_catalog.unnest(p_tenants), pg_catalog.unnest(p_wamids)) AS k(tenant_id, wamid)
-         WHERE s.tenant_id OPERATOR(pg_catalog.=) k.tenant_id
-           AND s.wamid OPERATOR(pg_catalog.=) k.wamid
-        RETURNING s.*
+        WITH d AS (
+            DELETE FROM wa.pending_statuses s
+             USING ROWS FROM (pg_catalog.unnest(p_tenants), pg_catalog.unnest(p_wamids)) AS k(tenant_id, wamid)
+             WHERE s.tenant_id OPERATOR(pg_catalog.=) k.tenant_id
+               AND s.wamid OPERATOR(pg_catalog.=) k.wamid
+            RETURNING s.*)
+        SELECT d.tenant_id,
+               pg_catalog.array_agg(d.wamid ORDER BY d.received_at, wa.status_rank(d.status)) AS wamids,
+               pg_catalog.array_agg(d.status ORDER BY d.received_at, wa.status_rank(d.status)) AS statuses,
+               pg_catalog.array_agg(
+                   CASE WHEN (d.status_payload OPERATOR(pg_catalog.->>) 'timestamp')
+                             OPERATOR(pg_catalog.~) '^[0-9]{1,12}$'
+                        THEN (d.status_payload OPERATOR(pg_catalog.->>) 'timestamp')::pg_catalog.float8 END
+                   ORDER BY d.received_at, wa.status_rank(d.status)) AS ats,
+               pg_catalog.array_agg(NULL::pg_catalog.text) AS callbacks,
+               pg_catalog.array_agg(d.status_payload ORDER BY d.received_at, wa.status_rank(d.status))
+                   AS payloads
+          FROM d
+         GROUP BY d.tenant_id
     LOOP
-        PERFORM wa._apply_status(
-            p.tenant_id, p.wamid, p.status,
-            pg_catalog.to_timestamp((p.status_payload OPERATOR(pg_catalog.->>) 'timestamp')::double precision),
-            NULL, p.status_payload OPERATOR(pg_catalog.->) 'pricing',
-            p.status_payload OPERATOR(pg_catalog.->) 'conversation',
-            p.status_payload OPERATOR(pg_catalog.->) 'errors', p.status_payload);
-        n := n OPERATOR(pg_catalog.+) 1;
+        PERFORM wa._apply_statuses(p.tenant_id, NULL, p.wamids, p.statuses, p.ats, p.callbacks,
+                                   p.payloads);
+        n := n OPERATOR(pg_catalog.+) pg_catalog.cardinality(p.wamids);
     END LOOP;
     RETURN n;
 END

@@ -90,10 +90,15 @@ BEGIN
 
     WITH b AS (
         SELECT m.tenant_id, m.media_id FROM wa.media m
-         WHERE m.content IS NOT NULL AND m.downloaded_at OPERATOR(pg_catalog.<) v_before
+         WHERE (m.content IS NOT NULL OR m.chunks OPERATOR(pg_catalog.>) 0)
+           AND m.downloaded_at OPERATOR(pg_catalog.<) v_before
          LIMIT batch_size
-         FOR UPDATE SKIP LOCKED)
-    UPDATE wa.media m SET content = NULL
+         FOR UPDATE SKIP LOCKED),
+    chunks AS (
+        DELETE FROM wa.media_chunks c USING b
+         WHERE c.tenant_id OPERATOR(pg_catalog.=) b.tenant_id
+           AND c.media_id OPERATOR(pg_catalog.=) b.media_id)
+    UPDATE wa.media m SET content = NULL, chunks = 0
       FROM b WHERE m.tenant_id OPERATOR(pg_catalog.=) b.tenant_id
                AND m.media_id OPERATOR(pg_catalog.=) b.media_id;
     GET DIAGNOSTICS v_media = ROW_COUNT;

@@ -180,3 +180,27 @@ BEGIN
     RETURN v_message;
 END
 $$;
+
+-- The bytes of a downloaded media file, whether stored in one row or in chunks; NULL when the
+-- file is not (or no longer) stored. Read the chunks of wa.media_chunks in seq order to stream
+-- a large file without holding it whole.
+CREATE FUNCTION wa.media_content(tenant_id uuid, media_id text) RETURNS bytea
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_tenant uuid := wa._authorize_tenant($1);
+    v_media text := $2;
+    v_content bytea;
+    v_chunks integer;
+BEGIN
+    SELECT m.content, m.chunks INTO v_content, v_chunks FROM wa.media m
+     WHERE m.tenant_id OPERATOR(pg_catalog.=) v_tenant AND m.media_id OPERATOR(pg_catalog.=) v_media;
+    IF v_content IS NOT NULL OR COALESCE(v_chunks, 0) OPERATOR(pg_catalog.=) 0 THEN
+        RETURN v_content;
+    END IF;
+    RETURN (SELECT pg_catalog.string_agg(c.data, ''::bytea ORDER BY c.seq) FROM wa.media_chunks c
+             WHERE c.tenant_id OPERATOR(pg_catalog.=) v_tenant
+               AND c.media_id OPERATOR(pg_catalog.=) v_media);
+END
+$$;

@@ -252,11 +252,16 @@ CREATE TABLE wa.outbox (
     -- Set when a send's outcome was unknown (a timeout after the request went out, a worker
     -- that died): the row waits for Meta's status webhook before it is sent again.
     outcome_unknown_at   timestamptz,
+    -- 0 (most urgent) to 9: a number's due rows go most urgent first (see wa.send_message).
+    priority             smallint NOT NULL DEFAULT 4 CHECK (priority BETWEEN 0 AND 9),
     PRIMARY KEY (tenant_id, outbox_id),
     FOREIGN KEY (tenant_id, message_id) REFERENCES wa.messages ON DELETE CASCADE
 );
 CREATE INDEX tenants_sending_paused_idx ON wa.tenants (tenant_id) WHERE sending_paused_at IS NOT NULL;
-CREATE INDEX outbox_due_idx ON wa.outbox (next_attempt_at, outbox_id);
+-- The worker's claims: the numbers with live rows (a skip scan), then each number's due rows,
+-- most urgent first, then oldest. Held and failed rows ('infinity') are not in it.
+CREATE INDEX outbox_number_due_idx ON wa.outbox (phone_number_id, priority, next_attempt_at, outbox_id)
+    WHERE next_attempt_at < 'infinity';
 -- Messages to one customer from one number go out in the order they were enqueued: a claim
 -- looks for an earlier message still waiting.
 -- A status webhook settles a message the worker has not recorded yet (its outcome unknown).
@@ -271,12 +276,27 @@ CREATE TABLE wa.media (
     mime_type            text,
     sha256               text,
     size_bytes           bigint,
+    -- The bytes of a file of up to one chunk (1 MiB); NULL for a larger one (in
+    -- wa.media_chunks) and once wa.prune removed them. wa.media_content() reads either.
     content              bytea,
     downloaded_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- How many rows of wa.media_chunks hold the file (0: none).
+    chunks               integer NOT NULL DEFAULT 0 CHECK (chunks >= 0),
     PRIMARY KEY (tenant_id, media_id)
 );
--- What wa.prune looks at: media whose bytes are still stored (it sets content to NULL).
-CREATE INDEX media_stored_idx ON wa.media (downloaded_at) WHERE content IS NOT NULL;
+-- What wa.prune looks at: media whose bytes are still stored.
+CREATE INDEX media_stored_idx ON wa.media (downloaded_at) WHERE content IS NOT NULL OR chunks > 0;
+
+-- A file larger than one chunk, in chunks of 1 MiB: the worker streams a download to disk
+-- and writes it here a chunk at a time, so that no process holds a whole video in memory.
+CREATE TABLE wa.media_chunks (
+    tenant_id            uuid NOT NULL,
+    media_id             text NOT NULL,
+    seq                  integer NOT NULL CHECK (seq >= 0),
+    data                 bytea NOT NULL,
+    PRIMARY KEY (tenant_id, media_id, seq),
+    FOREIGN KEY (tenant_id, media_id) REFERENCES wa.media ON DELETE CASCADE
+);
 
 -- What the background worker last reported about itself (one row, written about once a
 -- second while it works): counters, last error, per-number rate-limit state.
@@ -433,6 +453,7 @@ SELECT pg_catalog.pg_extension_config_dump('wa.account_events', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.webhook_events', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.parked_parts', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.media', '');
+SELECT pg_catalog.pg_extension_config_dump('wa.media_chunks', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.outbox_outbox_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.account_events_account_event_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.webhook_events_webhook_event_id_seq', '');

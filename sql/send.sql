@@ -28,30 +28,50 @@ BEGIN
 END
 $$;
 
--- Records an outbound message as queued in its conversation and enqueues its request body.
--- Returns the message id (an existing one when the idempotency key was used before).
-CREATE FUNCTION wa._enqueue_message(p_tenant uuid, p_phone text, p_wa_id text, p_user_id text,
-                                    p_recipient text, p_type text, p_content jsonb,
-                                    p_preview text, p_idempotency_key text, p_message_id uuid,
-                                    p_body text, p_context_wamid text)
-    RETURNS uuid
+-- How urgent a message is when the caller does not say (0 most urgent … 9): authentication
+-- templates 2; service replies and utility templates 3; marketing templates 6; a template the
+-- tenant's WABAs are not known to have 4.
+CREATE FUNCTION wa._default_priority(p_tenant uuid, p_type text, p_content jsonb) RETURNS smallint
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    RETURN CASE WHEN p_type OPERATOR(pg_catalog.<>) 'template' THEN 3
+                ELSE COALESCE((SELECT CASE WHEN t.category OPERATOR(pg_catalog.=) 'AUTHENTICATION' THEN 2
+                                           WHEN t.category OPERATOR(pg_catalog.=) 'UTILITY' THEN 3
+                                           WHEN t.category OPERATOR(pg_catalog.=) 'MARKETING' THEN 6 END
+                                 FROM wa.templates t
+                                WHERE t.tenant_id OPERATOR(pg_catalog.=) p_tenant
+                                  AND t.name OPERATOR(pg_catalog.=)
+                                      (p_content OPERATOR(pg_catalog.#>>) '{template,name}')
+                                  AND t.language OPERATOR(pg_catalog.=)
+                                      (p_content OPERATOR(pg_catalog.#>>) '{template,language,code}')
+                                ORDER BY t.updated_at DESC
+                                LIMIT 1), 4)
+           END::smallint;
+
+-- Records outbound messages as queued in their conversations and enqueues their request
+-- bodies, set-based: wa.send_message passes one, wa.send_bulk thousands, and the statements are
+-- the same. Position i of the arrays is one message: its customer (p_wa_ids or p_user_ids),
+-- recipient as sent, type, content, preview, idempotency key, message id, request body and
+-- the message it replies to. p_phone is the sending number (NULL: the tenant's first active
+-- one); p_priority the outbox priority (NULL: wa._default_priority, and 5 or less urgent
+-- when p_bulk). Returns each position with its message id: the new one, or the existing one
+-- when its idempotency key was used before (also by an earlier position of the same call).
+CREATE FUNCTION wa._enqueue_messages(p_tenant uuid, p_phone text, p_wa_ids text[],
+                                     p_user_ids text[], p_recipients text[], p_types text[],
+                                     p_contents jsonb[], p_previews text[], p_keys text[],
+                                     p_message_ids uuid[], p_bodies text[], p_contexts text[],
+                                     p_priority smallint, p_bulk boolean)
+    RETURNS TABLE (out_position integer, out_message_id uuid)
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_state text;
-    v_contact uuid;
-    v_conversation uuid;
-    v_message uuid;
+    v_phone text := wa._sending_number(p_tenant, p_phone);
+    v_contacts uuid[];
+    v_conversations uuid[];
+    v_inserted uuid[];
 BEGIN
-    IF p_idempotency_key IS NOT NULL THEN
-        SELECT m.message_id INTO v_message FROM wa.messages m
-         WHERE m.tenant_id OPERATOR(pg_catalog.=) p_tenant
-           AND m.idempotency_key OPERATOR(pg_catalog.=) p_idempotency_key;
-        IF v_message IS NOT NULL THEN
-            RETURN v_message;
-        END IF;
-    END IF;
     SELECT t.state INTO v_state FROM wa.tenants t WHERE t.tenant_id OPERATOR(pg_catalog.=) p_tenant;
     IF v_state NOT IN ('connected', 'action_required') THEN
         RAISE EXCEPTION 'tenant % is not connected', p_tenant
@@ -59,32 +79,90 @@ BEGIN
                   DETAIL = format('Its connection state is %s.', v_state),
                   HINT = 'Connect it with wa.exchange_code() or wa.connect_tenant() first.';
     END IF;
-    v_contact := wa._upsert_contact(p_tenant, p_wa_id, p_user_id, NULL, NULL);
-    v_conversation := wa._conversation_for(p_tenant, p_phone, v_contact);
-    INSERT INTO wa.messages (tenant_id, message_id, conversation_id, direction, type, content,
-                             status, idempotency_key, context_wamid)
-    VALUES (p_tenant, p_message_id, v_conversation, 'outbound', p_type, p_content, 'queued',
-            p_idempotency_key, p_context_wamid)
-    ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING message_id INTO v_message;
-    IF v_message IS NULL THEN
-        -- A concurrent call with the same idempotency key won.
-        SELECT m.message_id INTO v_message FROM wa.messages m
-         WHERE m.tenant_id OPERATOR(pg_catalog.=) p_tenant
-           AND m.idempotency_key OPERATOR(pg_catalog.=) p_idempotency_key;
-        RETURN v_message;
-    END IF;
-    -- A tenant whose token was revoked keeps queuing, held until it is reconnected.
-    INSERT INTO wa.outbox (tenant_id, kind, message_id, phone_number_id, recipient, payload,
-                           next_attempt_at)
-    VALUES (p_tenant, 'message', v_message, p_phone, p_recipient, p_body,
-            CASE WHEN v_state = 'action_required' THEN 'infinity'::timestamptz ELSE now() END);
-    UPDATE wa.conversations v
-       SET status = 'open', closed_at = NULL, last_message_at = GREATEST(v.last_message_at, now()),
-           last_message_preview = p_preview, updated_at = now()
-     WHERE v.tenant_id OPERATOR(pg_catalog.=) p_tenant
-       AND v.conversation_id OPERATOR(pg_catalog.=) v_conversation;
-    RETURN v_message;
+    -- Customers seen for the first time become contacts (one already known is left as is).
+    INSERT INTO wa.contacts (tenant_id, wa_id, user_id)
+    SELECT DISTINCT p_tenant, k.wa_id, k.user_id
+      FROM ROWS FROM (pg_catalog.unnest(p_wa_ids), pg_catalog.unnest(p_user_ids)) AS k(wa_id, user_id)
+    ON CONFLICT DO NOTHING;
+    SELECT pg_catalog.array_agg(COALESCE(
+               (SELECT c.contact_id FROM wa.contacts c
+                 WHERE c.tenant_id OPERATOR(pg_catalog.=) p_tenant
+                   AND c.wa_id OPERATOR(pg_catalog.=) k.wa_id),
+               (SELECT c.contact_id FROM wa.contacts c
+                 WHERE c.tenant_id OPERATOR(pg_catalog.=) p_tenant
+                   AND c.user_id OPERATOR(pg_catalog.=) k.user_id)) ORDER BY k.i)
+      INTO v_contacts
+      FROM ROWS FROM (pg_catalog.unnest(p_wa_ids), pg_catalog.unnest(p_user_ids))
+           WITH ORDINALITY AS k(wa_id, user_id, i);
+    -- Their conversations with the sending number.
+    INSERT INTO wa.conversations (tenant_id, phone_number_id, contact_id)
+    SELECT DISTINCT p_tenant, v_phone, c.contact_id FROM pg_catalog.unnest(v_contacts) AS c(contact_id)
+    ON CONFLICT (tenant_id, phone_number_id, contact_id) DO NOTHING;
+    SELECT pg_catalog.array_agg(
+               (SELECT v.conversation_id FROM wa.conversations v
+                 WHERE v.tenant_id OPERATOR(pg_catalog.=) p_tenant
+                   AND v.phone_number_id OPERATOR(pg_catalog.=) v_phone
+                   AND v.contact_id OPERATOR(pg_catalog.=) c.contact_id) ORDER BY c.i)
+      INTO v_conversations
+      FROM pg_catalog.unnest(v_contacts) WITH ORDINALITY AS c(contact_id, i);
+    -- The messages (a position whose idempotency key is taken gets none), their request
+    -- bodies, and their conversations opened with the last message's preview. A tenant whose
+    -- token was revoked keeps queuing, held until it is reconnected.
+    WITH k AS (
+        SELECT k.*
+          FROM ROWS FROM (pg_catalog.unnest(p_message_ids), pg_catalog.unnest(v_conversations),
+                          pg_catalog.unnest(p_types), pg_catalog.unnest(p_contents),
+                          pg_catalog.unnest(p_keys), pg_catalog.unnest(p_contexts),
+                          pg_catalog.unnest(p_recipients), pg_catalog.unnest(p_bodies),
+                          pg_catalog.unnest(p_previews))
+               WITH ORDINALITY AS k(message_id, conversation_id, type, content, key, context,
+                                    recipient, body, preview, i)
+    ), ins AS (
+        INSERT INTO wa.messages (tenant_id, message_id, conversation_id, direction, type, content,
+                                 status, idempotency_key, context_wamid)
+        SELECT p_tenant, k.message_id, k.conversation_id, 'outbound', k.type, k.content, 'queued',
+               k.key, k.context
+          FROM k
+         ORDER BY k.i
+        ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING message_id
+    ), queued AS (
+        SELECT k.* FROM k JOIN ins ON ins.message_id OPERATOR(pg_catalog.=) k.message_id
+    ), outbox AS (
+        INSERT INTO wa.outbox (tenant_id, kind, message_id, phone_number_id, recipient, payload,
+                               next_attempt_at, priority)
+        SELECT p_tenant, 'message', q.message_id, v_phone, q.recipient, q.body,
+               CASE WHEN v_state OPERATOR(pg_catalog.=) 'action_required'
+                    THEN 'infinity'::pg_catalog.timestamptz ELSE pg_catalog.now() END,
+               COALESCE(p_priority,
+                        CASE WHEN p_bulk
+                             THEN GREATEST(wa._default_priority(p_tenant, q.type, q.content), 5::smallint)
+                             ELSE wa._default_priority(p_tenant, q.type, q.content) END)
+          FROM queued q
+         ORDER BY q.i
+    ), opened AS (
+        UPDATE wa.conversations v
+           SET status = 'open', closed_at = NULL,
+               last_message_at = GREATEST(v.last_message_at, pg_catalog.now()),
+               last_message_preview = l.preview, updated_at = pg_catalog.now()
+          FROM (SELECT DISTINCT ON (q.conversation_id) q.conversation_id, q.preview
+                  FROM queued q
+                 ORDER BY q.conversation_id, q.i DESC) l
+         WHERE v.tenant_id OPERATOR(pg_catalog.=) p_tenant
+           AND v.conversation_id OPERATOR(pg_catalog.=) l.conversation_id
+    )
+    SELECT pg_catalog.array_agg(ins.message_id) INTO v_inserted FROM ins;
+    RETURN QUERY
+    SELECT k.i::integer,
+           CASE WHEN n.message_id IS NOT NULL THEN k.message_id
+                ELSE (SELECT m.message_id FROM wa.messages m
+                       WHERE m.tenant_id OPERATOR(pg_catalog.=) p_tenant
+                         AND m.idempotency_key OPERATOR(pg_catalog.=) k.key) END
+      FROM ROWS FROM (pg_catalog.unnest(p_message_ids), pg_catalog.unnest(p_keys))
+           WITH ORDINALITY AS k(message_id, key, i)
+      LEFT JOIN pg_catalog.unnest(v_inserted) AS n(message_id)
+        ON n.message_id OPERATOR(pg_catalog.=) k.message_id
+     ORDER BY k.i;
 END
 $$;
 
@@ -101,9 +179,10 @@ BEGIN
       FROM wa.messages m
       JOIN wa.conversations v ON v.tenant_id = m.tenant_id AND v.conversation_id = m.conversation_id
      WHERE m.tenant_id OPERATOR(pg_catalog.=) p_tenant AND m.message_id OPERATOR(pg_catalog.=) v_message;
-    INSERT INTO wa.outbox (tenant_id, kind, message_id, phone_number_id, payload, next_attempt_at)
+    INSERT INTO wa.outbox (tenant_id, kind, message_id, phone_number_id, payload, next_attempt_at,
+                           priority)
     SELECT p_tenant, 'mark_read', NULL, v_phone, p_body,
-           CASE WHEN t.state = 'connected' THEN now() ELSE 'infinity'::timestamptz END
+           CASE WHEN t.state = 'connected' THEN now() ELSE 'infinity'::timestamptz END, 3
       FROM wa.tenants t WHERE t.tenant_id OPERATOR(pg_catalog.=) p_tenant;
     RETURN v_message;
 END

@@ -184,4 +184,128 @@ mod tests {
             }
         }
     }
+
+    /// Runs the worker's claim with capacity `capacity` and a default budget of `budget` per
+    /// number; returns the recipients of the claimed rows in the order of their priority.
+    fn claim(capacity: i64, budget: i32) -> Vec<(String, String, i16)> {
+        let _nested = crate::plans::GenericPlans::with(&crate::plans::NESTED_LOOP_PLAN_SETTINGS);
+        let empty_text: Vec<String> = Vec::new();
+        let empty_uuid: Vec<pgrx::Uuid> = Vec::new();
+        let empty_ids: Vec<i64> = Vec::new();
+        let ids: Vec<i64> = Spi::connect_mut(|c| {
+            let rows = c.update(
+                crate::worker::sql::CLAIM,
+                None,
+                &[
+                    capacity.into(),
+                    empty_text.clone().into(),
+                    pgrx::JsonB(serde_json::json!({})).into(),
+                    budget.into(),
+                    30.0f64.into(),
+                    empty_uuid.into(),
+                    empty_ids.into(),
+                    7i64.into(),
+                ],
+            )?;
+            rows.map(|r| r.get::<i64>(1).map(Option::unwrap_or_default))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .unwrap();
+        Spi::connect(|c| {
+            c.select(
+                "SELECT phone_number_id, recipient, priority FROM wa.outbox
+                  WHERE outbox_id = ANY ($1) ORDER BY priority, outbox_id",
+                None,
+                &[ids.into()],
+            )?
+            .map(|r| {
+                Ok((
+                    r.get::<String>(1)?.unwrap_or_default(),
+                    r.get::<String>(2)?.unwrap_or_default(),
+                    r.get::<i16>(3)?.unwrap_or_default(),
+                ))
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+        })
+        .unwrap()
+    }
+
+    fn enqueue(tenant: &str, phone: &str, recipient: &str, priority: i16, held: bool) {
+        Spi::run_with_args(
+            "INSERT INTO wa.outbox (tenant_id, kind, phone_number_id, recipient, payload, priority,
+                                    next_attempt_at)
+             VALUES ($1::uuid, 'message', $2, $3, '{}', $4,
+                     CASE WHEN $5 THEN 'infinity'::timestamptz ELSE now() END)",
+            &[
+                tenant.into(),
+                phone.into(),
+                recipient.into(),
+                priority.into(),
+                held.into(),
+            ],
+        )
+        .unwrap();
+    }
+
+    /// Within a claim, numbers take turns and each number's most urgent rows go first; a
+    /// number's backlog never crowds out another number; per customer, order is kept within a
+    /// priority and a more urgent message is not held back by a less urgent one.
+    #[pg_test]
+    fn claims_take_numbers_in_turn_and_the_most_urgent_rows_first() {
+        let a = new_connected_tenant("Hotel A", "1001", "2001");
+        let b = new_connected_tenant("Hotel B", "1002", "2002");
+        let c = new_connected_tenant("Hotel C", "1003", "2003");
+        // A's campaign: 50 marketing messages, then a service reply and an OTP.
+        for i in 0..50 {
+            enqueue(&a, "2001", &format!("campaign-{i}"), 6, false);
+        }
+        enqueue(&a, "2001", "reply", 3, false);
+        enqueue(&a, "2001", "otp", 2, false);
+        // B: one ordinary message, queued after all of A's.
+        enqueue(&b, "2002", "guest", 4, false);
+        // C: two marketing messages to one customer, then a reply to the same customer; and a
+        // held row, which is never claimed however urgent.
+        enqueue(&c, "2003", "same", 6, false);
+        enqueue(&c, "2003", "same", 6, false);
+        enqueue(&c, "2003", "same", 3, false);
+        enqueue(&c, "2003", "held", 0, true);
+
+        // Three rows: every number's first, most urgent first, before any number's second.
+        let first = claim(3, 10);
+        assert_eq!(
+            first,
+            vec![
+                ("2001".into(), "otp".into(), 2),
+                ("2003".into(), "same".into(), 3),
+                ("2002".into(), "guest".into(), 4),
+            ],
+        );
+        // Then A's reply (its next most urgent), C's first marketing message (the second waits
+        // for it: same customer, same priority), and A's campaign up to its budget of 10.
+        let second = claim(100, 10);
+        assert_eq!(second.len(), 11, "{second:?}");
+        assert_eq!(second[0], ("2001".into(), "reply".into(), 3));
+        assert_eq!(
+            second
+                .iter()
+                .filter(|r| r.0 == "2003")
+                .cloned()
+                .collect::<Vec<_>>(),
+            vec![("2003".into(), "same".into(), 6)]
+        );
+        let campaign: Vec<String> = second
+            .iter()
+            .filter(|r| r.0 == "2001" && r.2 == 6)
+            .map(|r| r.1.clone())
+            .collect();
+        assert_eq!(
+            campaign,
+            (0..9).map(|i| format!("campaign-{i}")).collect::<Vec<_>>()
+        );
+        // Nothing is claimed twice while leased; the held row stays.
+        let third = claim(100, 10);
+        assert!(third.iter().all(|r| r.0 == "2001" && r.2 == 6), "{third:?}");
+        assert_eq!(third.len(), 10, "{third:?}");
+        assert_eq!(third[0].1, "campaign-9");
+    }
 }

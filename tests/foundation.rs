@@ -44,6 +44,10 @@ fn two_tenants(db: &TestDb) -> (String, String) {
              VALUES ('{tenant}', 'wamid.unknown.{tenant}', 'delivered', '{{}}');
              INSERT INTO wa.media (tenant_id, media_id, mime_type, size_bytes, content)
              VALUES ('{tenant}', 'media-{phone}', 'image/jpeg', 3, '\\x010203');
+             INSERT INTO wa.media (tenant_id, media_id, mime_type, size_bytes, chunks)
+             VALUES ('{tenant}', 'video-{phone}', 'video/mp4', 3, 1);
+             INSERT INTO wa.media_chunks (tenant_id, media_id, seq, data)
+             VALUES ('{tenant}', 'video-{phone}', 0, '\\x010203');
              INSERT INTO wa.signups (tenant_id, waba_id) VALUES ('{tenant}', '{waba}');"
         ))
         .unwrap();

@@ -1561,3 +1561,229 @@ fn prune_removes_what_is_no_longer_needed_in_batches_and_keeps_what_still_is() {
         1
     );
 }
+
+/// The statuses of a storm: for each of `n` outbound messages, sent → delivered → read (or
+/// failed), each twice, plus statuses of messages never seen; shuffled deterministically.
+/// A third of the messages have no wamid yet (the worker's answer is still on the way): their
+/// statuses find them through our id when they carry it, and wait in pending_statuses when
+/// they do not. Some of those come back under a second wamid (Meta took the message twice;
+/// every status of those carries our id, as Meta's do).
+/// Every status carries a pricing and a conversation of its own, so that which one is kept
+/// depends on the order.
+fn status_storm(ids: &[String]) -> Vec<Value> {
+    let mut items = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let known = i % 3 != 0;
+        let wamid = format!("wamid.storm.{i}");
+        let t = 1_790_000_000 + i as i64 * 10;
+        let steps: &[&str] = if i % 10 == 7 {
+            &["sent", "failed"]
+        } else {
+            &["sent", "delivered", "read"]
+        };
+        let twice = !known && i % 11 == 5;
+        for (j, st) in steps.iter().enumerate() {
+            let callback = (known || twice || (i + j) % 2 == 0).then_some(id.as_str());
+            let w = if twice && j == 1 {
+                format!("{wamid}.twice")
+            } else {
+                wamid.clone()
+            };
+            let mut s = status(&w, st, t + j as i64, callback);
+            s["pricing"]["category"] = json!(format!("{st}-{i}"));
+            s["conversation"]["id"] = json!(format!("conv-{st}-{i}"));
+            items.push(s.clone());
+            items.push(s);
+        }
+    }
+    for k in 0..10 {
+        items.push(status(
+            &format!("wamid.ghost.{k}"),
+            "delivered",
+            1_790_000_000,
+            None,
+        ));
+        items.push(status(
+            &format!("wamid.ghost.{k}"),
+            "read",
+            1_790_000_001,
+            None,
+        ));
+    }
+    // A deterministic shuffle (xorshift).
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in (1..items.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        items.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    items
+}
+
+/// A database with `n` outbound messages for tenant A (their ids, in order) and a listener on
+/// A's events channel.
+fn storm_setup(label: &str, n: usize) -> (TestDb, Vec<String>, Client) {
+    let (db, a, _) = setup(label);
+    let mut su = db.superuser();
+    let ids: Vec<String> = (0..n)
+        .map(|i| queued_outbound(&mut su, &a, PHONE_A, &format!("1555100{i:04}")))
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        if i % 3 != 0 {
+            su.execute(
+                "UPDATE wa.messages SET wamid = $2, status = 'sent' WHERE message_id = $1::text::uuid",
+                &[id, &format!("wamid.storm.{i}")],
+            )
+            .unwrap();
+        } else {
+            su.execute(
+                "INSERT INTO wa.outbox (tenant_id, kind, message_id, phone_number_id, recipient, payload)
+                 SELECT tenant_id, 'message', message_id, $2, 'r', '{}' FROM wa.messages
+                  WHERE message_id = $1::text::uuid",
+                &[id, &PHONE_A],
+            )
+            .unwrap();
+        }
+    }
+    let channel: String = su
+        .query_one(
+            "SELECT events_channel FROM wa.tenants WHERE tenant_id = $1::text::uuid",
+            &[&a],
+        )
+        .unwrap()
+        .get(0);
+    let mut listener = db.superuser();
+    listener
+        .batch_execute(&format!("LISTEN \"{channel}\""))
+        .unwrap();
+    (db, ids, listener)
+}
+
+/// Every message's status columns, named by its position; the pending statuses; the outbox.
+fn storm_state(c: &mut Client, ids: &[String]) -> Vec<String> {
+    let index = |id: &str| ids.iter().position(|x| x == id).unwrap();
+    let mut out: Vec<String> = c
+        .query(
+            "SELECT message_id::text, format('%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s', status, wamid,
+                    extra_wamids, sent_at, delivered_at, read_at, played_at, failed_at, error,
+                    pricing, meta_conversation)
+               FROM wa.messages",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}:{}", index(r.get(0)), r.get::<_, String>(1)))
+        .collect();
+    out.sort();
+    for sql in [
+        "SELECT wamid || ':' || status FROM wa.pending_statuses ORDER BY 1",
+        "SELECT 'outbox ' || count(*) FROM wa.outbox",
+    ] {
+        out.extend(c.query(sql, &[]).unwrap().iter().map(|r| r.get(0)));
+    }
+    out
+}
+
+/// The message.status notifications received, as (position, status), sorted.
+fn storm_notifications(listener: &mut Client, ids: &[String]) -> Vec<(usize, String)> {
+    let mut got: Vec<(usize, String)> = listener
+        .notifications()
+        .timeout_iter(std::time::Duration::from_millis(500))
+        .iterator()
+        .map(|n| {
+            let v: Value = serde_json::from_str(n.unwrap().payload()).unwrap();
+            let id = v["message_id"].as_str().unwrap();
+            (
+                ids.iter().position(|x| x == id).unwrap(),
+                v["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    got
+}
+
+#[test]
+fn a_shuffled_replayed_status_storm_leaves_the_same_state_batched_as_one_by_one() {
+    const N: usize = 120;
+    let (one_db, one_ids, mut one_listener) = storm_setup("storm_one", N);
+    let (batch_db, batch_ids, mut batch_listener) = storm_setup("storm_batch", N);
+    let mut one = one_db.superuser();
+    let mut batched = batch_db.superuser();
+    let one_storm = status_storm(&one_ids);
+    let batch_storm = status_storm(&batch_ids);
+    assert_eq!(one_storm.len(), N / 10 * 58 + 20);
+    // One status per delivery, in the storm's order…
+    for s in &one_storm {
+        let summary = ingest(
+            &mut one,
+            &envelope(WABA_A, "messages", statuses(PHONE_A, vec![s.clone()])),
+        );
+        assert_eq!(summary["statuses"], 1, "{summary}");
+    }
+    // …and the same order in deliveries of 100.
+    for chunk in batch_storm.chunks(100) {
+        let summary = ingest(
+            &mut batched,
+            &envelope(WABA_A, "messages", statuses(PHONE_A, chunk.to_vec())),
+        );
+        assert_eq!(summary["statuses"], chunk.len(), "{summary}");
+        assert_eq!(summary["errors"], 0, "{summary}");
+    }
+    let expected = storm_state(&mut one, &one_ids);
+    assert_eq!(storm_state(&mut batched, &batch_ids), expected);
+
+    // The state itself is the one the statuses describe.
+    assert!(
+        expected.contains(&"wamid.ghost.3:read".to_string()),
+        "{expected:?}"
+    );
+    assert!(expected.contains(&"outbox 0".to_string()), "{expected:?}");
+    let mut by_status = |s: &str| {
+        one.query_one("SELECT count(*) FROM wa.messages WHERE status = $1", &[&s])
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    assert_eq!(by_status("read"), (N - N / 10) as i64);
+    assert_eq!(by_status("failed"), (N / 10) as i64);
+    assert_eq!(
+        one_i64(
+            &mut one,
+            "SELECT count(*) FROM wa.messages WHERE wamid IS NULL OR sent_at IS NULL OR pricing IS NULL"
+        ),
+        0
+    );
+    // Messages that came back under a second wamid keep it, whichever came first.
+    let twice = (0..N).filter(|i| i % 3 == 0 && i % 11 == 5).count() as i64;
+    assert!(twice > 0);
+    assert_eq!(
+        one_i64(
+            &mut one,
+            "SELECT count(*) FROM wa.messages WHERE cardinality(extra_wamids) = 1"
+        ),
+        twice
+    );
+    assert_eq!(
+        one_i64(
+            &mut one,
+            "SELECT count(*) FROM wa.messages WHERE error->0->>'code' = '131026'"
+        ),
+        (N / 10) as i64
+    );
+
+    // One notification for each status that moved a message forward, in both: every message
+    // was notified, its final status among them.
+    let notified = storm_notifications(&mut one_listener, &one_ids);
+    for i in 0..N {
+        let last = if i % 10 == 7 { "failed" } else { "read" };
+        assert!(
+            notified.contains(&(i, last.to_string())),
+            "message {i}: {notified:?}"
+        );
+    }
+    assert_eq!(
+        storm_notifications(&mut batch_listener, &batch_ids),
+        notified
+    );
+}

@@ -79,6 +79,10 @@ fn two_tenants(db: &TestDb) -> (String, String) {
              VALUES ('{t}', 'wamid.unknown.{t}', 'delivered', '{{}}');
              INSERT INTO wa.media (tenant_id, media_id, mime_type, size_bytes, content)
              VALUES ('{t}', 'media-{phone}', 'image/jpeg', 3, '\\x010203');
+             INSERT INTO wa.media (tenant_id, media_id, mime_type, size_bytes, chunks)
+             VALUES ('{t}', 'video-{phone}', 'video/mp4', 3, 1);
+             INSERT INTO wa.media_chunks (tenant_id, media_id, seq, data)
+             VALUES ('{t}', 'video-{phone}', 0, '\\x010203');
              INSERT INTO wa.signups (tenant_id, waba_id) VALUES ('{t}', '{waba}');
              SELECT wa.begin_signup('{t}');
              INSERT INTO wa.released_routes (kind, external_id, tenant_id)

@@ -112,8 +112,16 @@ async fn route(shared: &Arc<Shared>, req: &Req) -> AResult {
                 .query("limit")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(10_000usize);
+            // `callback=ID`: only the requests of that message (biz_opaque_callback_data).
+            let callback = req.query("callback");
             let w = shared.world();
-            let recs: Vec<Value> = w.log.since(since, limit).map(|r| r.to_json()).collect();
+            let recs: Vec<Value> = w
+                .log
+                .since(since, usize::MAX)
+                .filter(|r| callback.is_none_or(|c| r.callback.as_deref() == Some(c)))
+                .take(limit)
+                .map(|r| r.to_json())
+                .collect();
             ok(json!({"requests": recs, "next_seq": w.log.next_seq()}))
         }
         ("POST", ["inbound"]) => inbound(shared, &body(req)?),
@@ -489,12 +497,28 @@ fn inbound(shared: &Arc<Shared>, b: &Value) -> AResult {
             let id = match o.get("id").and_then(Value::as_str) {
                 Some(id) => id.to_string(),
                 None => {
-                    let data = w
-                        .media
-                        .get(*seeded)
-                        .map(|m| m.data.clone())
-                        .unwrap_or_else(|| Bytes::from_static(b"simulated media"));
-                    w.add_media(None, mime, data, Some(waba_id.clone()))
+                    // `media_size`: a file of that many bytes (a deterministic pattern) instead
+                    // of the seeded one; `media_corrupt`: the sha256 Meta reports does not
+                    // match the bytes it serves.
+                    let data = match u(b, "media_size") {
+                        Some(n) => Bytes::from(
+                            (0..n)
+                                .map(|i| (i.wrapping_mul(31) % 251) as u8)
+                                .collect::<Vec<u8>>(),
+                        ),
+                        None => w
+                            .media
+                            .get(*seeded)
+                            .map(|m| m.data.clone())
+                            .unwrap_or_else(|| Bytes::from_static(b"simulated media")),
+                    };
+                    let id = w.add_media(None, mime, data, Some(waba_id.clone()));
+                    if b.get("media_corrupt").and_then(Value::as_bool) == Some(true)
+                        && let Some(m) = w.media.get_mut(&id)
+                    {
+                        m.sha256 = crate::util::sha256_hex(b"not these bytes");
+                    }
+                    id
                 }
             };
             if let Some(m) = w.media.get(&id) {

@@ -99,12 +99,27 @@ ALTER TABLE wa.messages ADD COLUMN extra_wamids text[];
 -- Rows leased by a 0.1.0 worker have no claim id: they become due when their lease ends.
 ALTER TABLE wa.outbox
     ADD COLUMN claim_id bigint,
-    ADD COLUMN outcome_unknown_at timestamptz;
+    ADD COLUMN outcome_unknown_at timestamptz,
+    ADD COLUMN priority smallint NOT NULL DEFAULT 4 CHECK (priority BETWEEN 0 AND 9);
+-- Claims are per number now (src/worker/sql.rs, CLAIM).
+DROP INDEX wa.outbox_due_idx;
+CREATE INDEX outbox_number_due_idx ON wa.outbox (phone_number_id, priority, next_attempt_at, outbox_id)
+    WHERE next_attempt_at < 'infinity';
 CREATE INDEX outbox_message_idx ON wa.outbox (tenant_id, message_id) WHERE message_id IS NOT NULL;
 CREATE INDEX outbox_recipient_idx ON wa.outbox (tenant_id, phone_number_id, recipient, outbox_id)
     WHERE kind = 'message' AND failed_at IS NULL;
 
-CREATE INDEX media_stored_idx ON wa.media (downloaded_at) WHERE content IS NOT NULL;
+-- Large downloads are stored in chunks (wa.media_chunks).
+ALTER TABLE wa.media ADD COLUMN chunks integer NOT NULL DEFAULT 0 CHECK (chunks >= 0);
+CREATE INDEX media_stored_idx ON wa.media (downloaded_at) WHERE content IS NOT NULL OR chunks > 0;
+CREATE TABLE wa.media_chunks (
+    tenant_id            uuid NOT NULL,
+    media_id             text NOT NULL,
+    seq                  integer NOT NULL CHECK (seq >= 0),
+    data                 bytea NOT NULL,
+    PRIMARY KEY (tenant_id, media_id, seq),
+    FOREIGN KEY (tenant_id, media_id) REFERENCES wa.media ON DELETE CASCADE
+);
 
 ALTER TABLE wa.worker_state
     ADD COLUMN paused jsonb,
@@ -153,3 +168,4 @@ CREATE UNIQUE INDEX signup_states_sha256_idx ON wa.signup_states (state_sha256);
 SELECT pg_catalog.pg_extension_config_dump('wa.released_routes', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.parked_parts', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.signup_states', '');
+SELECT pg_catalog.pg_extension_config_dump('wa.media_chunks', '');

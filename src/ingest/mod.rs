@@ -114,15 +114,41 @@ fn process(event_id: i64, body: &str, raise_on_reject: bool) -> WaResult<pgrx::J
 fn apply_all(planned: &[Planned]) -> (Vec<Result<(), String>>, parts::Router) {
     let mut router = parts::Router::default();
     let mut outcomes: Vec<Result<(), String>> = vec![Ok(()); planned.len()];
-    // Inbound messages by business number, in delivery order.
+    // Inbound messages and statuses by business number, in delivery order.
     let mut inbound: Vec<(&str, Vec<usize>)> = Vec::new();
+    let mut statuses: Vec<(&str, Vec<usize>)> = Vec::new();
+    fn add<'a>(groups: &mut Vec<(&'a str, Vec<usize>)>, phone: &'a str, i: usize) {
+        match groups.iter_mut().find(|(p, _)| *p == phone) {
+            Some((_, list)) => list.push(i),
+            None => groups.push((phone, vec![i])),
+        }
+    }
     for (i, p) in planned.iter().enumerate() {
         match &p.part {
-            Part::Inbound(m) => match inbound.iter_mut().find(|(phone, _)| *phone == m.phone) {
-                Some((_, list)) => list.push(i),
-                None => inbound.push((&m.phone, vec![i])),
-            },
+            Part::Inbound(m) => add(&mut inbound, &m.phone, i),
+            Part::Status(s) => add(&mut statuses, &s.phone, i),
             _ => outcomes[i] = parts::apply(p, &mut router),
+        }
+    }
+    for (phone, list) in statuses {
+        let group: Vec<&parts::Status> = list
+            .iter()
+            .filter_map(|&i| match &planned[i].part {
+                Part::Status(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        match parts::apply_statuses(&mut router, phone, &group) {
+            Ok(each) => {
+                for (i, outcome) in list.into_iter().zip(each) {
+                    outcomes[i] = outcome;
+                }
+            }
+            Err(reason) => {
+                for i in list {
+                    outcomes[i] = Err(reason.clone());
+                }
+            }
         }
     }
     for (phone, list) in inbound {
@@ -228,7 +254,7 @@ fn apply(
         match outcome {
             Ok(()) => match p.part {
                 Part::Inbound(_) => summary.messages += 1,
-                Part::Status { .. } => summary.statuses += 1,
+                Part::Status(_) => summary.statuses += 1,
                 _ => summary.events += 1,
             },
             Err(reason) if reason.starts_with(parts::UNROUTED) => summary.parked += 1,

@@ -23,17 +23,7 @@ impl Planned {
 
 pub enum Part {
     Inbound(inbound::Message),
-    Status {
-        phone: String,
-        wamid: String,
-        status: String,
-        timestamp: Option<i64>,
-        callback: Option<String>,
-        pricing: Option<Value>,
-        conversation: Option<Value>,
-        errors: Option<Value>,
-        raw: Value,
-    },
+    Status(Status),
     Account {
         waba: Option<String>,
         event: String,
@@ -66,6 +56,18 @@ pub enum Part {
     },
     /// A field we do not model: kept in the raw log, counted as an event.
     Ignored,
+}
+
+/// A status of an outbound message, applied with the other statuses of its number
+/// (`apply_statuses`).
+pub struct Status {
+    pub phone: String,
+    wamid: String,
+    status: String,
+    timestamp: Option<i64>,
+    callback: Option<String>,
+    /// The status object (pricing, conversation and errors are read from it).
+    raw: Value,
 }
 
 /// Replaces NUL characters, which jsonb cannot store, in every string of a JSON value.
@@ -306,20 +308,16 @@ fn plan_messages(
     for (i, status) in value.statuses.iter().enumerate() {
         match status {
             Ok(s) => {
-                let raw = clean(s.raw);
                 out.push(Planned {
                     at: at(change, &format!(".statuses[{i}]")),
-                    part: Part::Status {
+                    part: Part::Status(Status {
                         phone: phone.to_string(),
                         wamid: s.id.to_string(),
                         status: s.status.as_str().to_string(),
                         timestamp: s.timestamp,
                         callback: owned(s.biz_opaque_callback_data),
-                        pricing: raw.get("pricing").cloned(),
-                        conversation: raw.get("conversation").cloned(),
-                        errors: raw.get("errors").cloned(),
-                        raw,
-                    },
+                        raw: clean(s.raw),
+                    }),
                 });
             }
             Err(e) => errors.push(json!({
@@ -411,6 +409,57 @@ fn spi<T>(r: Result<T, pgrx::spi::SpiError>) -> Result<T, String> {
     r.map_err(|e| e.to_string())
 }
 
+/// Applies the statuses of one business number (`wa._apply_statuses`, set-based); returns
+/// one outcome per status. The number's current tenant, if any: the function falls back to
+/// its former tenants (released routes) for a message that is not the current tenant's.
+pub fn apply_statuses(
+    router: &mut Router,
+    phone: &str,
+    statuses: &[&Status],
+) -> Result<Vec<Result<(), String>>, String> {
+    fn column<T>(
+        statuses: &[&Status],
+        f: impl Fn(&Status) -> T,
+    ) -> pgrx::datum::DatumWithOid<'static>
+    where
+        Vec<T>: IntoDatum,
+    {
+        statuses.iter().map(|s| f(s)).collect::<Vec<T>>().into()
+    }
+    let tenant = router.tenant("phone_number", phone)?;
+    let unrouted = spi(plans::get_one::<Vec<i32>>(
+        "SELECT wa._apply_statuses($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            plans::UUID,
+            plans::TEXT,
+            plans::TEXT_ARRAY,
+            plans::TEXT_ARRAY,
+            plans::FLOAT8_ARRAY,
+            plans::TEXT_ARRAY,
+            plans::JSONB_ARRAY,
+        ],
+        &[
+            tenant.into(),
+            phone.into(),
+            column(statuses, |s| s.wamid.clone()),
+            column(statuses, |s| s.status.clone()),
+            column(statuses, |s| s.timestamp.map(|t| t as f64)),
+            column(statuses, |s| s.callback.clone()),
+            column(statuses, |s| pgrx::JsonB(s.raw.clone())),
+        ],
+    ))?;
+    let mut outcomes: Vec<Result<(), String>> = vec![Ok(()); statuses.len()];
+    for i in unrouted.unwrap_or_default() {
+        let slot = usize::try_from(i - 1)
+            .ok()
+            .and_then(|i| outcomes.get_mut(i))
+            .ok_or_else(|| format!("wa._apply_statuses returned position {i}"))?;
+        *slot = Err(format!("{UNROUTED} phone number id {phone}"));
+        router.missing.insert(("phone_number", phone.to_string()));
+    }
+    Ok(outcomes)
+}
+
 /// Applies one part. A PostgreSQL error inside raises (the caller's subtransaction catches
 /// it); an expected problem (unknown tenant) is returned as the part's reason.
 pub fn apply(planned: &Planned, router: &mut Router) -> Result<(), String> {
@@ -420,57 +469,7 @@ pub fn apply(planned: &Planned, router: &mut Router) -> Result<(), String> {
             inbound::apply(tenant, &m.phone, &[m]);
             Ok(())
         }
-        Part::Status {
-            phone,
-            wamid,
-            status,
-            timestamp,
-            callback,
-            pricing,
-            conversation,
-            errors,
-            raw,
-        } => {
-            // The number's current tenant, if any; wa._apply_status falls back to its former
-            // tenants (released routes) when the message is not the current tenant's.
-            let tenant = router.tenant("phone_number", phone)?;
-            let outcome = spi(plans::get_one::<String>(
-                "SELECT wa._apply_status($1, $2, $3,
-                        COALESCE(pg_catalog.to_timestamp($4::double precision), pg_catalog.now()),
-                        $5, $6, $7, $8, $9, $10)",
-                &[
-                    plans::UUID,
-                    plans::TEXT,
-                    plans::TEXT,
-                    plans::FLOAT8,
-                    plans::TEXT,
-                    plans::JSONB,
-                    plans::JSONB,
-                    plans::JSONB,
-                    plans::JSONB,
-                    plans::TEXT,
-                ],
-                &[
-                    tenant.into(),
-                    wamid.as_str().into(),
-                    status.as_str().into(),
-                    timestamp.map(|t| t as f64).into(),
-                    callback.clone().into(),
-                    pricing.clone().map(pgrx::JsonB).into(),
-                    conversation.clone().map(pgrx::JsonB).into(),
-                    errors.clone().map(pgrx::JsonB).into(),
-                    pgrx::JsonB(raw.clone()).into(),
-                    phone.as_str().into(),
-                ],
-            ))?;
-            match outcome.as_deref() {
-                Some("unrouted") => {
-                    router.missing.insert(("phone_number", phone.clone()));
-                    Err(format!("{UNROUTED} phone number id {phone}"))
-                }
-                _ => Ok(()),
-            }
-        }
+        Part::Status(status) => apply_statuses(router, &status.phone, &[status])?.remove(0),
         Part::Account {
             waba,
             event,

@@ -47,12 +47,13 @@ pub struct Job {
 pub enum Outcome {
     /// Accepted by Meta; the wamid when it was a message.
     Sent(Option<String>),
-    /// A media file downloaded: (mime type, bytes, sha256 Meta gave).
+    /// A media file downloaded to a spool file, its SHA-256 checked against Meta's.
     Media {
         mime: Option<String>,
-        bytes: Vec<u8>,
-        sha256: Option<String>,
+        file: super::spool::Spooled,
     },
+    /// A media file whose bytes are not what Meta described (its SHA-256 differs).
+    MediaCorrupt(String),
     Failed(ApiError),
     /// Not sent: the lease was about to run out before an HTTP thread was free.
     Expired,
@@ -78,11 +79,19 @@ fn run(client: &GraphClient, job: &Job) -> Outcome {
                 Ok(info) => info,
                 Err(e) => return Outcome::Failed(e),
             };
-            match client.download_media(&info.url, job.token.expose(), job.media_max_bytes) {
-                Ok(d) => Outcome::Media {
-                    mime: info.mime_type.clone().or(d.content_type),
-                    bytes: d.bytes,
-                    sha256: info.sha256.clone(),
+            match super::spool::download(client, &info.url, job.token.expose(), job.media_max_bytes)
+            {
+                Ok((file, content_type)) => match info.sha256.as_deref() {
+                    Some(given) if !super::spool::matches(given, &file.sha256) => {
+                        Outcome::MediaCorrupt(format!(
+                            "the downloaded file ({} bytes) has SHA-256 {}, not the {given} Meta gave: it was corrupted on the way",
+                            file.size, file.sha256
+                        ))
+                    }
+                    _ => Outcome::Media {
+                        mime: info.mime_type.clone().or(content_type),
+                        file,
+                    },
                 },
                 Err(e) => Outcome::Failed(e),
             }

@@ -13,6 +13,7 @@ mod dropdb;
 mod identity;
 pub(crate) use identity::{become_role, pin_signup_session};
 mod limiter;
+mod spool;
 pub(crate) mod sql;
 mod tokens;
 pub(crate) mod txn;
@@ -187,6 +188,7 @@ struct Worker {
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn wa_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    spool::init();
     let database = guc::string(&guc::DATABASE).unwrap_or_else(|| "postgres".into());
     // Not while the database is being dropped, nor after it was (until it is created again).
     while !dropdb::database_available() {

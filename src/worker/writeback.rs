@@ -24,15 +24,14 @@ pub struct Counts {
     pub throttled: Vec<String>,
 }
 
-/// A downloaded media file: outbox id, tenant, message id, media id, mime, sha256, bytes.
+/// A downloaded media file: outbox id, tenant, message id, media id, mime, the spool file.
 type Media<'a> = (
     i64,
     &'a str,
     Option<&'a str>,
     &'a str,
     Option<&'a str>,
-    Option<&'a str>,
-    &'a [u8],
+    &'a super::spool::Spooled,
 );
 
 /// Accepted messages: outbox id, tenant, message id, wamid.
@@ -137,21 +136,23 @@ pub fn record(done: &[Done], max_attempts: i32, grace_secs: f64) -> Result<Count
                 b.expired.1.push(tenant);
                 b.expired.2.push(job.claim);
             }
-            Outcome::Media {
-                mime,
-                bytes,
-                sha256,
-            } => {
+            Outcome::Media { mime, file } => {
                 b.media.push((
                     job.outbox_id,
                     tenant,
                     job.message_id.as_deref(),
                     job.payload.as_str(),
                     mime.as_deref(),
-                    sha256.as_deref(),
-                    bytes.as_slice(),
+                    file,
                 ));
                 counts.media += 1;
+            }
+            Outcome::MediaCorrupt(reason) => {
+                let err = json!({ "title": "media file corrupted", "details": reason, "class": "permanent" });
+                counts.last_error = Some(err.clone());
+                b.media_failed
+                    .push((job.outbox_id, tenant, job.message_id.as_deref(), err));
+                counts.failed += 1;
             }
             Outcome::Failed(e) => {
                 let err = error_json(e);
@@ -352,8 +353,16 @@ fn apply(b: Batch<'_>, grace_secs: f64) -> Result<i64, pgrx::spi::SpiError> {
             ],
         )?;
     }
-    for (outbox_id, tenant, message_id, media_id, mime, sha256, bytes) in b.media {
-        Spi::run_with_args(
+    for (outbox_id, tenant, message_id, media_id, mime, file) in b.media {
+        // A file of one chunk is stored in its row; a larger one a chunk at a time.
+        // Our own file gone unreadable: the batch is not recorded (and is tried again).
+        let io = |e: std::io::Error| -> pgrx::spi::SpiError {
+            pgrx::error!("whatsapp_pg worker: reading a media spool file: {e}")
+        };
+        let mut chunks = file.chunks().map_err(io)?;
+        let first = chunks.next_chunk().map_err(io)?;
+        let inline = file.size as usize <= super::spool::CHUNK;
+        let stored = Spi::get_one_with_args::<bool>(
             sql::MEDIA_STORED,
             &[
                 outbox_id.into(),
@@ -361,10 +370,35 @@ fn apply(b: Batch<'_>, grace_secs: f64) -> Result<i64, pgrx::spi::SpiError> {
                 message_id.into(),
                 media_id.into(),
                 mime.into(),
-                sha256.into(),
-                bytes.into(),
+                file.sha256.as_str().into(),
+                (file.size as i64).into(),
+                inline.then_some(first.as_slice()).into(),
+                (if inline {
+                    0
+                } else {
+                    file.size.div_ceil(super::spool::CHUNK as u64) as i32
+                })
+                .into(),
             ],
-        )?;
+        )?
+        .unwrap_or(false);
+        if stored && !inline {
+            let mut seq = 0i32;
+            let mut chunk = first;
+            while !chunk.is_empty() {
+                Spi::run_with_args(
+                    sql::MEDIA_CHUNK,
+                    &[
+                        tenant.into(),
+                        media_id.into(),
+                        seq.into(),
+                        chunk.as_slice().into(),
+                    ],
+                )?;
+                seq += 1;
+                chunk = chunks.next_chunk().map_err(io)?;
+            }
+        }
     }
     Ok(duplicates)
 }

@@ -2,11 +2,14 @@
 //! single-message deliveries and for 100-message batches, next to plain INSERTs of the same
 //! rows into equivalent tables (`bench_baseline.*`), measured in the same run.
 //!
-//! Prints figures; asserts nothing (issue 4's targets are printed next to them).
+//! With `--statuses`: `delivered` status webhooks of already sent outbound messages, in
+//! single-status deliveries and 100-status batches, next to plain UPDATEs of the same rows.
+//!
+//! Prints figures; asserts nothing (the issues' targets are printed next to them).
 //!
 //!   bench-ingest [--host H] [--port N] [--user U] [--db MAINTENANCE_DB]
 //!                [--clients 2] [--messages 5000] [--batch 100] [--customers 500]
-//!                [--reps 5] [--warmup 1000] [--keep] [--profile]
+//!                [--reps 5] [--warmup 1000] [--keep] [--profile] [--statuses]
 
 use postgres::{Client, Statement};
 use serde_json::{Value, json};
@@ -19,9 +22,12 @@ use wa_benches::{
 
 const WABA: &str = "1001";
 const PHONE: &str = "2001";
-/// Issue 4's targets.
+/// Issue 4's targets (inbound messages).
 const TARGET_RATE: f64 = 5000.0;
 const TARGET_RATIO: f64 = 0.4;
+/// Issue 15's targets (statuses, in 100-status deliveries).
+const TARGET_STATUS_RATE: f64 = 30000.0;
+const TARGET_STATUS_RATIO: f64 = 0.5;
 
 struct Config {
     target: Target,
@@ -33,11 +39,12 @@ struct Config {
     warmup: usize,
     keep: bool,
     profile: bool,
+    statuses: bool,
 }
 
 const USAGE: &str = "usage: bench-ingest [--host H] [--port N] [--user U] [--db MAINTENANCE_DB] \
 [--clients 2] [--messages 5000] [--batch 100] [--customers 500] [--reps 5] [--warmup 1000] \
-[--keep] [--profile]";
+[--keep] [--profile] [--statuses]";
 
 impl Config {
     fn from_args() -> BenchResult<Config> {
@@ -51,6 +58,7 @@ impl Config {
             warmup: 1000,
             keep: false,
             profile: false,
+            statuses: false,
         };
         for (flag, value) in flag_pairs(std::env::args().skip(1))? {
             if c.target.apply_flag(&flag, &value)? {
@@ -65,6 +73,7 @@ impl Config {
                 "--warmup" => c.warmup = parse_num(&flag, &value)?,
                 "--keep" => c.keep = true,
                 "--profile" => c.profile = true,
+                "--statuses" => c.statuses = true,
                 "--help" | "-h" => return Err(USAGE.into()),
                 _ => return Err(format!("unknown flag {flag}\n{USAGE}").into()),
             }
@@ -321,16 +330,108 @@ fn baseline_batch(c: &mut Client, tenant: Uuid, deliveries: &[Delivery]) -> Benc
     Ok(())
 }
 
-/// One `SELECT wa.ingest_webhook($1)` per delivery (autocommit, as a webhook receiver would).
-fn ingest(c: &mut Client, deliveries: &[Delivery]) -> BenchResult<()> {
+/// One `SELECT wa.ingest_webhook($1)` per delivery (autocommit, as a webhook receiver would);
+/// each must report its parts applied under `what` ("messages" or "statuses").
+fn ingest(c: &mut Client, deliveries: &[Delivery], what: &str) -> BenchResult<()> {
     let st = c.prepare("SELECT wa.ingest_webhook($1)")?;
     for d in deliveries {
         let summary: Value = c.query_one(&st, &[&d.payload])?.get(0);
-        if summary["messages"].as_u64() != Some(d.msgs.len() as u64)
+        if summary[what].as_u64() != Some(d.msgs.len() as u64)
             || summary["errors"].as_u64() != Some(0)
         {
             return Err(format!("unexpected ingest summary: {summary}").into());
         }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Status mode: `delivered` statuses of outbound messages already sent.
+
+/// A status delivery in Meta's shape, for the messages of `msgs` (their content is unused).
+fn status_delivery(msgs: Vec<Msg>) -> Delivery {
+    let statuses: Vec<Value> = msgs
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m.wamid, "status": "delivered", "timestamp": (m.ts as i64).to_string(),
+                "recipient_id": wa_id(m.customer),
+                "conversation": { "id": format!("conv-{}", m.customer), "origin": { "type": "utility" } },
+                "pricing": { "billable": true, "pricing_model": "PMP", "category": "utility", "type": "regular" }
+            })
+        })
+        .collect();
+    let payload = json!({
+        "object": "whatsapp_business_account",
+        "entry": [{ "id": WABA, "changes": [{ "field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": { "display_phone_number": "15550009999", "phone_number_id": PHONE },
+            "statuses": statuses,
+        }}]}]
+    });
+    Delivery { payload, msgs }
+}
+
+/// The outbound messages the statuses of `work` describe, as the worker leaves them once
+/// Meta accepted them (`sent`, with their wamid), on the side that is measured next.
+fn seed_sent(
+    su: &mut Client,
+    tenant: Uuid,
+    work: &[Vec<Delivery>],
+    wa_side: bool,
+) -> BenchResult<()> {
+    let msgs: Vec<&Msg> = work.iter().flatten().flat_map(|d| &d.msgs).collect();
+    let wamids: Vec<&str> = msgs.iter().map(|m| m.wamid.as_str()).collect();
+    if wa_side {
+        let wa_ids: Vec<String> = msgs.iter().map(|m| wa_id(m.customer)).collect();
+        su.execute(
+            "INSERT INTO wa.messages (tenant_id, conversation_id, direction, type, content, status, wamid, sent_at)
+             SELECT $1, v.conversation_id, 'outbound', 'text', '{\"type\":\"text\"}', 'sent', u.wamid, now()
+               FROM unnest($2::text[], $3::text[]) AS u(wamid, wa_id)
+               JOIN wa.contacts c ON c.tenant_id = $1 AND c.wa_id = u.wa_id
+               JOIN wa.conversations v ON v.tenant_id = $1 AND v.contact_id = c.contact_id",
+            &[&tenant, &wamids, &wa_ids],
+        )?;
+    } else {
+        let conversations: Vec<Uuid> = msgs.iter().map(|m| conversation_uuid(m.customer)).collect();
+        su.execute(
+            "INSERT INTO bench_baseline.messages (tenant_id, conversation_id, direction, type, content, status, wamid, sent_at)
+             SELECT $1, u.conversation, 'outbound', 'text', '{\"type\":\"text\"}', 'sent', u.wamid, now()
+               FROM unnest($2::text[], $3::uuid[]) AS u(wamid, conversation)",
+            &[&tenant, &wamids, &conversations],
+        )?;
+    }
+    Ok(())
+}
+
+/// One transaction per delivery: the raw event, then one UPDATE of the messages by wamid,
+/// setting what the status ingest sets.
+fn baseline_statuses(c: &mut Client, tenant: Uuid, deliveries: &[Delivery]) -> BenchResult<()> {
+    let raw = c.prepare(
+        "INSERT INTO bench_baseline.webhook_events (signature_verified, payload) VALUES (false, $1)",
+    )?;
+    let update = c.prepare(
+        "UPDATE bench_baseline.messages m
+            SET status = 'delivered', delivered_at = to_timestamp(u.ts), pricing = u.pricing,
+                meta_conversation = u.conversation, updated_at = now()
+           FROM unnest($2::text[], $3::float8[], $4::jsonb[], $5::jsonb[]) AS u(wamid, ts, pricing, conversation)
+          WHERE m.tenant_id = $1 AND m.wamid = u.wamid",
+    )?;
+    for d in deliveries {
+        let statuses = d.payload["entry"][0]["changes"][0]["value"]["statuses"]
+            .as_array()
+            .ok_or("status delivery without statuses")?;
+        let wamids: Vec<&str> = d.msgs.iter().map(|m| m.wamid.as_str()).collect();
+        let ts: Vec<f64> = d.msgs.iter().map(|m| m.ts).collect();
+        let pricing: Vec<&Value> = statuses.iter().map(|s| &s["pricing"]).collect();
+        let conversation: Vec<&Value> = statuses.iter().map(|s| &s["conversation"]).collect();
+        let mut tx = c.transaction()?;
+        tx.execute(&raw, &[&d.payload])?;
+        let n = tx.execute(&update, &[&tenant, &wamids, &ts, &pricing, &conversation])?;
+        if n != d.msgs.len() as u64 {
+            return Err(format!("baseline updated {n} rows for {} statuses", d.msgs.len()).into());
+        }
+        tx.commit()?;
     }
     Ok(())
 }
@@ -353,12 +454,16 @@ impl Mode {
         Mode::BaselineBatch,
     ];
 
-    fn label(self, batch: usize) -> String {
-        match self {
-            Mode::IngestSingle => "wa.ingest_webhook, 1 msg/delivery".into(),
-            Mode::BaselineSingle => "plain INSERTs, 1 msg/txn (4 stmts)".into(),
-            Mode::IngestBatch => format!("wa.ingest_webhook, {batch} msg/delivery"),
-            Mode::BaselineBatch => format!("plain INSERTs, {batch} msg/txn (unnest)"),
+    fn label(self, batch: usize, statuses: bool) -> String {
+        match (self, statuses) {
+            (Mode::IngestSingle, false) => "wa.ingest_webhook, 1 msg/delivery".into(),
+            (Mode::BaselineSingle, false) => "plain INSERTs, 1 msg/txn (4 stmts)".into(),
+            (Mode::IngestBatch, false) => format!("wa.ingest_webhook, {batch} msg/delivery"),
+            (Mode::BaselineBatch, false) => format!("plain INSERTs, {batch} msg/txn (unnest)"),
+            (Mode::IngestSingle, true) => "wa.ingest_webhook, 1 status/delivery".into(),
+            (Mode::BaselineSingle, true) => "plain UPDATE, 1 status/txn".into(),
+            (Mode::IngestBatch, true) => format!("wa.ingest_webhook, {batch} statuses/delivery"),
+            (Mode::BaselineBatch, true) => format!("plain UPDATE, {batch} statuses/txn (unnest)"),
         }
     }
 
@@ -374,12 +479,67 @@ struct Bench {
     clients: Vec<Client>,
     /// Messages each side should hold so far, checked after every run.
     expected: [i64; 2],
+    /// Messages each side should hold as delivered so far (status mode).
+    delivered: [i64; 2],
     runs: usize,
 }
 
 impl Bench {
-    /// Runs `mode` once over `count` fresh messages; checks the rows landed.
+    /// Runs `mode` once over `count` fresh messages (or, with `--statuses`, statuses of
+    /// `count` fresh sent messages); checks the rows landed.
     fn run(&mut self, mode: Mode, count: usize) -> BenchResult<Duration> {
+        if self.cfg.statuses {
+            self.run_statuses(mode, count)
+        } else {
+            self.run_messages(mode, count)
+        }
+    }
+
+    fn run_statuses(&mut self, mode: Mode, count: usize) -> BenchResult<Duration> {
+        self.runs += 1;
+        let per_delivery = match mode {
+            Mode::IngestSingle | Mode::BaselineSingle => 1,
+            Mode::IngestBatch | Mode::BaselineBatch => self.cfg.batch,
+        };
+        let label = format!("s{}", self.runs);
+        let ts0 = 1_790_000_000 + (self.runs as i64) * 1_000_000;
+        let work: Vec<Vec<Delivery>> = workload(&self.cfg, &label, count, per_delivery, ts0)
+            .into_iter()
+            .map(|ds| ds.into_iter().map(|d| status_delivery(d.msgs)).collect())
+            .collect();
+        let tenant = self.tenant;
+        seed_sent(&mut self.su, tenant, &work, mode.is_ingest())?;
+        let took = run_concurrently(&mut self.clients, |i, c| {
+            if mode.is_ingest() {
+                ingest(c, &work[i], "statuses")
+            } else {
+                baseline_statuses(c, tenant, &work[i])
+            }
+        })?;
+        let (side, table) = if mode.is_ingest() {
+            (0, "wa.messages")
+        } else {
+            (1, "bench_baseline.messages")
+        };
+        self.delivered[side] += count as i64;
+        let have: i64 = self
+            .su
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE status = 'delivered' AND pricing IS NOT NULL"),
+                &[],
+            )?
+            .get(0);
+        if have != self.delivered[side] {
+            return Err(format!(
+                "{table} holds {have} delivered messages, expected {}",
+                self.delivered[side]
+            )
+            .into());
+        }
+        Ok(took)
+    }
+
+    fn run_messages(&mut self, mode: Mode, count: usize) -> BenchResult<Duration> {
         self.runs += 1;
         let per_delivery = match mode {
             Mode::IngestSingle | Mode::BaselineSingle => 1,
@@ -391,7 +551,7 @@ impl Bench {
         let work = workload(&self.cfg, &label, count, per_delivery, ts0);
         let tenant = self.tenant;
         let took = run_concurrently(&mut self.clients, |i, c| match mode {
-            Mode::IngestSingle | Mode::IngestBatch => ingest(c, &work[i]),
+            Mode::IngestSingle | Mode::IngestBatch => ingest(c, &work[i], "messages"),
             Mode::BaselineSingle => baseline_single(c, tenant, &work[i]),
             Mode::BaselineBatch => baseline_batch(c, tenant, &work[i]),
         })?;
@@ -445,7 +605,7 @@ fn print_report(cfg: &Config, samples: &[Samples; 4]) {
         let (med, min, max) = s.rates();
         println!(
             "{:<40} {:>8} {:>9.3} {:>9.0} {:>9.0} {:>9.0}",
-            mode.label(cfg.batch),
+            mode.label(cfg.batch, cfg.statuses),
             s.items,
             s.median_secs(),
             med,
@@ -454,28 +614,37 @@ fn print_report(cfg: &Config, samples: &[Samples; 4]) {
         );
     }
     println!();
-    println!(
-        "issue 4 targets: >= {TARGET_RATE:.0} msg/s and >= {TARGET_RATIO}x the plain INSERTs (medians)"
-    );
+    let (target_rate, target_ratio, unit) = if cfg.statuses {
+        println!(
+            "issue 15 targets: >= {TARGET_STATUS_RATE:.0} statuses/s in {}-status deliveries and >= {TARGET_STATUS_RATIO}x the plain UPDATEs (medians)",
+            cfg.batch
+        );
+        (TARGET_STATUS_RATE, TARGET_STATUS_RATIO, "status")
+    } else {
+        println!(
+            "issue 4 targets: >= {TARGET_RATE:.0} msg/s and >= {TARGET_RATIO}x the plain INSERTs (medians)"
+        );
+        (TARGET_RATE, TARGET_RATIO, "message")
+    };
     for (ingest, baseline, what) in [
         (
             Mode::IngestSingle,
             Mode::BaselineSingle,
-            "single-message deliveries".to_string(),
+            format!("single-{unit} deliveries"),
         ),
         (
             Mode::IngestBatch,
             Mode::BaselineBatch,
-            format!("{}-message batches", cfg.batch),
+            format!("{}-{unit} batches", cfg.batch),
         ),
     ] {
         let (r, b) = (rate(ingest), rate(baseline));
         let ratio = r / b;
         let verdict = |ok: bool| if ok { "met" } else { "BELOW" };
         println!(
-            "  {what:<26} {r:>7.0} msg/s ({}), ratio ingest/baseline {ratio:.2}x ({})",
-            verdict(r >= TARGET_RATE),
-            verdict(ratio >= TARGET_RATIO)
+            "  {what:<26} {r:>7.0}/s ({}), ratio ingest/baseline {ratio:.2}x ({})",
+            verdict(r >= target_rate),
+            verdict(ratio >= target_ratio)
         );
         // Each repetition ran both sides back to back: their ratio is less sensitive to
         // other load on a shared machine than the ratio of the medians.
@@ -523,7 +692,7 @@ fn profile(bench: &mut Bench) -> BenchResult<()> {
         let took = bench.run(mode, bench.cfg.messages)?;
         println!(
             "\nprofile: {} ({} messages in {:.3} s, statements tracked, so slower)",
-            mode.label(bench.cfg.batch),
+            mode.label(bench.cfg.batch, bench.cfg.statuses),
             bench.cfg.messages,
             took.as_secs_f64()
         );
@@ -583,10 +752,14 @@ fn main() -> BenchResult<()> {
         su,
         clients,
         expected: [0, 0],
+        delivered: [0, 0],
         runs: 0,
     };
     // Warm-up: creates every customer's contact and conversation on both sides (the measured
     // runs see existing customers, the steady state) and warms caches and plans.
+    for mode in [Mode::IngestBatch, Mode::BaselineBatch] {
+        bench.run_messages(mode, bench.cfg.warmup)?;
+    }
     for mode in Mode::ALL {
         bench.run(mode, bench.cfg.warmup)?;
     }
