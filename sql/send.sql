@@ -64,6 +64,8 @@ CREATE FUNCTION wa._enqueue_messages(p_tenant uuid, p_phone text, p_wa_ids text[
     RETURNS TABLE (out_position integer, out_message_id uuid)
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
+    -- As wa._apply_statuses: no JIT compilation of plans over arrays of unknown size.
+    SET jit = off
 AS $$
 DECLARE
     v_state text;

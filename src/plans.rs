@@ -79,18 +79,22 @@ pub fn get_one<T: FromDatum + IntoDatum>(
 pub type Settings = [(&'static std::ffi::CStr, &'static std::ffi::CStr)];
 
 /// Generic plans that probe indexes (see the module's comment).
-pub const GENERIC_PLAN_SETTINGS: [(&std::ffi::CStr, &std::ffi::CStr); 3] = [
+/// JIT is off too: a generic plan's estimates over arrays of unknown size can pass
+/// `jit_above_cost`, and compiling costs far more than running these probes.
+pub const GENERIC_PLAN_SETTINGS: [(&std::ffi::CStr, &std::ffi::CStr); 4] = [
     (c"plan_cache_mode", c"force_generic_plan"),
     (c"enable_seqscan", c"off"),
     (c"enable_bitmapscan", c"off"),
+    (c"jit", c"off"),
 ];
 
 /// As `GENERIC_PLAN_SETTINGS`, and every join a nested loop: for a statement whose only
 /// joins are probes of a table by key from a small set of rows.
-pub const NESTED_LOOP_PLAN_SETTINGS: [(&std::ffi::CStr, &std::ffi::CStr); 5] = [
+pub const NESTED_LOOP_PLAN_SETTINGS: [(&std::ffi::CStr, &std::ffi::CStr); 6] = [
     (c"plan_cache_mode", c"force_generic_plan"),
     (c"enable_seqscan", c"off"),
     (c"enable_bitmapscan", c"off"),
+    (c"jit", c"off"),
     (c"enable_hashjoin", c"off"),
     (c"enable_mergejoin", c"off"),
 ];

@@ -229,3 +229,5 @@ pub fn durability_settings(c: &mut Client) -> BenchResult<String> {
         row.get::<_, String>(4),
     ))
 }
+
+pub mod sending;

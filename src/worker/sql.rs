@@ -477,6 +477,9 @@ pub const PINNED_SETTINGS: &[(&std::ffi::CStr, &std::ffi::CStr)] = &[
     (c"idle_in_transaction_session_timeout", c"0"),
     (c"transform_null_equals", c"off"),
     (c"plan_cache_mode", c"auto"),
+    // Its statements are index probes over small sets; a JIT compilation would cost more
+    // than any of them.
+    (c"jit", c"off"),
 ];
 
 #[cfg(test)]

@@ -10,10 +10,12 @@ use postgres::Client;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use wa_benches::sending::{
+    accepted, cpu_share, enqueue_bulk, now_us, open_files, percentile, proc_value, setup_numbers,
+    worker_pid,
+};
 use wa_benches::{BenchResult, Target, flag_pairs};
-
-const NUMBERS: usize = 50;
 
 struct Opts {
     target: Target,
@@ -23,133 +25,23 @@ struct Opts {
     concurrency: usize,
     campaign: usize,
     fairness_trials: usize,
+    /// Connected numbers (one tenant each).
+    numbers: usize,
+    /// Only the backlog part (its own numbers, e.g. 1,000,000 messages over 500 numbers).
+    backlog_only: bool,
 }
 
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-fn accepted(sim: &Sim) -> i64 {
-    sim.admin("GET", "stats?detail=0", Value::Null).1["sends"]["accepted"]
-        .as_i64()
-        .unwrap_or(0)
-}
-
-fn worker_pid(c: &mut Client) -> BenchResult<i32> {
-    let row = c.query_opt(
-        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'whatsapp_pg worker'",
-        &[],
-    )?;
-    Ok(row
-        .ok_or("the whatsapp_pg worker is not running (is --db the cluster's wa.database?)")?
-        .get(0))
-}
-
-fn proc_value(pid: i32, key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = text.lines().find(|l| l.starts_with(key))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// CPU time of all the process's threads (the worker's main thread and its HTTP threads).
-fn cpu_time(pid: i32) -> Duration {
-    let ns: u64 = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|tasks| {
-            tasks
-                .filter_map(|t| t.ok())
-                .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-                .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0);
-    Duration::from_nanos(ns)
-}
-
-/// Share of one core the process used over `span`.
-fn cpu_share(pid: i32, span: Duration) -> f64 {
-    let before = cpu_time(pid);
-    std::thread::sleep(span);
-    (cpu_time(pid) - before).as_secs_f64() / span.as_secs_f64()
-}
-
-fn open_files(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-/// A fresh extension in the served database, the app pointed at the simulator, 50 connected
-/// numbers that may send 1,000 messages/s each.
-fn setup(c: &mut Client, sim: &Sim) -> BenchResult<Vec<(String, String)>> {
-    let mut numbers = Vec::new();
-    c.batch_execute("DROP EXTENSION IF EXISTS whatsapp_pg CASCADE; DROP SCHEMA IF EXISTS wa CASCADE; CREATE EXTENSION whatsapp_pg")?;
-    c.batch_execute(&format!(
-        "ALTER SYSTEM SET wa.graph_api_url = '{}'",
-        sim.base_url()
-    ))?;
-    c.batch_execute("SELECT pg_reload_conf()")?;
-    std::thread::sleep(Duration::from_millis(500));
-    c.execute(
-        "SELECT wa.configure_app($1, $2, 'verify', '1')",
-        &[&sim.app_id(), &sim.app_secret()],
-    )?;
-    for i in 0..NUMBERS {
-        let s = sim.signup_with(json!({ "token": true }))?;
-        let token = s.access_token.ok_or("simulator gave no token")?;
-        let t: String = c
-            .query_one(
-                "SELECT wa.create_tenant($1)::text",
-                &[&format!("bench {i}")],
-            )?
-            .get(0);
-        c.execute(
-            "SELECT wa.connect_tenant($1::text::uuid, $2, $3, $4)",
-            &[&t, &s.waba_id, &s.phone_number_id, &token],
-        )?;
-        numbers.push((s.phone_number_id, token));
-    }
-    // High-throughput numbers (Meta allows up to 1,000/s); the simulator's own limits are off.
-    c.batch_execute("UPDATE wa.phone_numbers SET rate_limit_per_sec = 1000")?;
-    std::thread::sleep(Duration::from_secs(3));
-    Ok(numbers)
-}
-
-/// Enqueues `n` text messages spread over the 50 numbers in one statement and one transaction.
+/// Enqueues `n` text messages spread over every number, `wa.send_text` once per message, in one
+/// statement and one transaction.
 fn enqueue(c: &mut Client, n: usize, offset: usize) -> BenchResult<Duration> {
     let started = Instant::now();
     c.execute(
         "SELECT count(wa.send_text(t.tenant_id, (15550000000 + $2 + g)::text, 'benchmark message'))
            FROM generate_series(0, $1 - 1) g
-           JOIN (SELECT tenant_id, (row_number() OVER (ORDER BY tenant_id) - 1)::int AS i FROM wa.tenants) t
-             ON t.i = g % 50",
-        &[&(n as i32), &(offset as i64)],
-    )?;
-    Ok(started.elapsed())
-}
-
-/// The same `n` messages through `wa.send_bulk`: one call per tenant (its share of the
-/// recipients), all in one transaction.
-fn enqueue_bulk(c: &mut Client, n: usize, offset: usize) -> BenchResult<Duration> {
-    let started = Instant::now();
-    c.execute(
-        "SELECT count(b.message_id)
-           FROM (SELECT tenant_id, (row_number() OVER (ORDER BY tenant_id) - 1)::int AS i FROM wa.tenants) t
-           CROSS JOIN LATERAL wa.send_bulk(
-               t.tenant_id,
-               ARRAY(SELECT (15550000000 + $2 + g)::text FROM generate_series(0, $1 - 1) g
-                      WHERE g % 50 = t.i),
-               '{\"type\": \"text\", \"text\": {\"body\": \"benchmark message\"}}') b",
+           JOIN (SELECT tenant_id, (row_number() OVER (ORDER BY tenant_id) - 1)::int AS i,
+                        count(*) OVER ()::int AS k
+                   FROM wa.tenants) t
+             ON t.i = g % t.k",
         &[&(n as i32), &(offset as i64)],
     )?;
     Ok(started.elapsed())
@@ -161,11 +53,12 @@ fn enqueue_bulk(c: &mut Client, n: usize, offset: usize) -> BenchResult<Duration
 fn enqueue_baseline(c: &mut Client, n: usize, offset: usize) -> BenchResult<Duration> {
     let started = Instant::now();
     c.execute(
-        "WITH t AS (SELECT tenant_id, phone_number_id, (row_number() OVER (ORDER BY tenant_id) - 1)::int AS i
+        "WITH t AS (SELECT tenant_id, phone_number_id, (row_number() OVER (ORDER BY tenant_id) - 1)::int AS i,
+                           count(*) OVER ()::int AS k
                       FROM wa.phone_numbers),
               ct AS (INSERT INTO bench_baseline.contacts (tenant_id, wa_id)
                      SELECT t.tenant_id, (15550000000 + $2 + g)::text
-                       FROM generate_series(0, $1 - 1) g JOIN t ON t.i = g % 50
+                       FROM generate_series(0, $1 - 1) g JOIN t ON t.i = g % t.k
                      RETURNING tenant_id, contact_id, wa_id),
               cv AS (INSERT INTO bench_baseline.conversations (tenant_id, phone_number_id, contact_id)
                      SELECT ct.tenant_id, t.phone_number_id, ct.contact_id FROM ct JOIN t USING (tenant_id)
@@ -202,7 +95,7 @@ fn enqueue_comparison(c: &mut Client, n: usize, reps: usize) -> BenchResult<[f64
     for rep in 0..reps {
         let offset = 10_000_000 + rep * 3 * n;
         times[0].push(enqueue(c, n, offset)?.as_secs_f64());
-        times[1].push(enqueue_bulk(c, n, offset + n)?.as_secs_f64());
+        times[1].push(enqueue_bulk(c, n, offset + n)?.0.as_secs_f64());
         times[2].push(enqueue_baseline(c, n, offset + 2 * n)?.as_secs_f64());
     }
     c.batch_execute(
@@ -324,38 +217,161 @@ fn fairness(c: &mut Client, sim: &Sim, campaign: usize, trials: usize) -> BenchR
     })
 }
 
-fn wait_drained(
-    c: &mut Client,
-    sim: &Sim,
-    target: i64,
-    pid: i32,
-) -> BenchResult<(f64, f64, u64, usize)> {
+/// How a drain went: seconds to the last request and to an empty outbox, the worker's peak
+/// RSS (kB) and open files, and its RSS sampled once a second (kB).
+struct Drain {
+    requested_s: f64,
+    recorded_s: f64,
+    peak_rss_kb: u64,
+    peak_fds: usize,
+    rss_every_second_kb: Vec<u64>,
+}
+
+/// Waits until the simulator has accepted `target` sends and the outbox is empty.
+fn wait_drained(c: &mut Client, sim: &Sim, target: i64, pid: i32) -> BenchResult<Drain> {
     let started = Instant::now();
-    let mut peak_rss = 0;
-    let mut peak_fds = 0;
+    let mut d = Drain {
+        requested_s: 0.0,
+        recorded_s: 0.0,
+        peak_rss_kb: 0,
+        peak_fds: 0,
+        rss_every_second_kb: Vec::new(),
+    };
     let mut all_requested = None;
+    let mut next_sample = Duration::ZERO;
     loop {
-        peak_rss = peak_rss.max(proc_value(pid, "VmRSS:").unwrap_or(0));
-        peak_fds = peak_fds.max(open_files(pid));
+        let rss = proc_value(pid, "VmRSS:").unwrap_or(0);
+        d.peak_rss_kb = d.peak_rss_kb.max(rss);
+        d.peak_fds = d.peak_fds.max(open_files(pid));
+        if started.elapsed() >= next_sample {
+            d.rss_every_second_kb.push(rss);
+            next_sample += Duration::from_secs(1);
+        }
         if all_requested.is_none() && accepted(sim) >= target {
             all_requested = Some(started.elapsed().as_secs_f64());
         }
-        if all_requested.is_some() {
+        if let Some(requested_s) = all_requested {
             let left: i64 = c.query_one("SELECT count(*) FROM wa.outbox", &[])?.get(0);
             if left == 0 {
-                return Ok((
-                    all_requested.unwrap_or_default(),
-                    started.elapsed().as_secs_f64(),
-                    peak_rss,
-                    peak_fds,
-                ));
+                d.requested_s = requested_s;
+                d.recorded_s = started.elapsed().as_secs_f64();
+                return Ok(d);
             }
         }
-        if started.elapsed() > Duration::from_secs(600) {
-            return Err("the outbox did not drain within 10 minutes".into());
+        if started.elapsed() > Duration::from_secs(1800) {
+            return Err("the outbox did not drain within 30 minutes".into());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A queue of `backlog` messages over every number, enqueued in `wa.send_bulk` chunks of
+/// 20,000 that commit one by one (the worker drains while later chunks are enqueued).
+struct Backlog {
+    enqueue_s: f64,
+    /// From the first chunk's commit: to the last request, to every outcome recorded.
+    requested_s: f64,
+    recorded_s: f64,
+    /// Left to drain after the last chunk's commit.
+    tail_s: f64,
+    drain: Drain,
+    /// RSS samples (kB) taken while the chunks were enqueued, once a second.
+    rss_while_enqueuing_kb: Vec<u64>,
+}
+
+fn backlog(c: &mut Client, sim: &Sim, pid: i32, n: usize) -> BenchResult<Backlog> {
+    let base = accepted(sim);
+    let mut enqueue_s = 0.0;
+    let chunk = 20_000;
+    let mut done = 0;
+    let mut first_commit = None;
+    let mut rss_while_enqueuing_kb = Vec::new();
+    let mut last_sample: Option<Instant> = None;
+    while done < n {
+        let k = chunk.min(n - done);
+        enqueue_s += enqueue_bulk(c, k, 1_000_000 + done)?.0.as_secs_f64();
+        first_commit.get_or_insert_with(Instant::now);
+        done += k;
+        if last_sample.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            rss_while_enqueuing_kb.push(proc_value(pid, "VmRSS:").unwrap_or(0));
+            last_sample = Some(Instant::now());
+        }
+    }
+    let enqueued_after = first_commit.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    let drain = wait_drained(c, sim, base + n as i64, pid)?;
+    Ok(Backlog {
+        enqueue_s,
+        requested_s: enqueued_after + drain.requested_s,
+        recorded_s: enqueued_after + drain.recorded_s,
+        tail_s: drain.requested_s,
+        drain,
+        rss_while_enqueuing_kb,
+    })
+}
+
+fn mib(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+fn print_backlog(n: usize, b: &Backlog, limit: &str) {
+    println!(
+        "| backlog of {n}: enqueue (wa.send_bulk, chunks of 20,000) | {:.1} s |",
+        b.enqueue_s
+    );
+    println!(
+        "| backlog of {n}: drained from the first chunk's commit (last request / all recorded) | {:.1} s / {:.1} s = **{:.0} msg/s** |",
+        b.requested_s,
+        b.recorded_s,
+        n as f64 / b.requested_s.max(f64::EPSILON)
+    );
+    println!(
+        "| backlog: left to drain after the last chunk's commit | {:.1} s |",
+        b.tail_s
+    );
+    println!(
+        "| backlog: worker peak RSS / open files (limit {limit}) | {:.1} MiB / {} |",
+        mib(b.drain.peak_rss_kb),
+        b.drain.peak_fds
+    );
+    let all: Vec<u64> = b
+        .rss_while_enqueuing_kb
+        .iter()
+        .chain(&b.drain.rss_every_second_kb)
+        .copied()
+        .collect();
+    if let (Some(lo), Some(hi)) = (all.iter().min(), all.iter().max()) {
+        let half = all.len() / 2;
+        let avg = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64 / 1024.0;
+        println!(
+            "| backlog: worker RSS sampled every second ({} samples): min / max; mean of the first / second half | {:.1} / {:.1} MiB; {:.1} / {:.1} MiB |",
+            all.len(),
+            mib(*lo),
+            mib(*hi),
+            avg(&all[..half]),
+            avg(&all[half..])
+        );
+        let series: Vec<String> = all
+            .iter()
+            .step_by((all.len() / 30).max(1))
+            .map(|kb| format!("{:.0}", mib(*kb)))
+            .collect();
+        println!(
+            "\nworker RSS (MiB), every {} s: {}",
+            (all.len() / 30).max(1),
+            series.join(" ")
+        );
+    }
+}
+
+fn open_file_limit(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .map(|l| l.split_whitespace().nth(3).unwrap_or("?").to_string())
+        })
+        .unwrap_or_else(|| "?".into())
 }
 
 /// The same work with nothing but an HTTP client: `concurrency` threads POSTing the same
@@ -403,7 +419,7 @@ fn bare_client(sim: &Sim, tokens: &[(String, String)], n: usize, concurrency: us
 fn run(o: Opts) -> BenchResult<()> {
     let sim = Sim::start(SimConfig::benchmark())?;
     let mut c = o.target.connect(&o.target.db)?;
-    let tokens = setup(&mut c, &sim)?;
+    let tokens = setup_numbers(&mut c, &sim, o.numbers)?;
     let pid = worker_pid(&mut c)?;
     let concurrency: i64 = c
         .query_one(
@@ -418,8 +434,21 @@ fn run(o: Opts) -> BenchResult<()> {
         )?
         .get(0);
     println!(
-        "bench-send: worker pid {pid}, wa.worker_concurrency = {concurrency}, wa.worker_batch_size = {batch}, {NUMBERS} numbers at 1,000 msg/s each, graph-sim limits off"
+        "bench-send: worker pid {pid}, wa.worker_concurrency = {concurrency}, wa.worker_batch_size = {batch}, {} numbers at 1,000 msg/s each, graph-sim limits off",
+        o.numbers
     );
+    if o.backlog_only {
+        let b = backlog(&mut c, &sim, pid, o.backlog)?;
+        println!();
+        println!("| figure | value |");
+        println!("| --- | --- |");
+        print_backlog(o.backlog, &b, &open_file_limit(pid));
+        println!();
+        println!(
+            "Target (issue 15): 1,000,000 messages over 500 numbers at ≥ 10,000 msg/s, default settings and open-file limit, worker RSS < 64 MiB and flat."
+        );
+        return Ok(());
+    }
 
     // 0. Enqueue rates, sending paused.
     let [per_call_s, bulk_s, baseline_s] = enqueue_comparison(&mut c, o.messages, 3)?;
@@ -452,9 +481,8 @@ fn run(o: Opts) -> BenchResult<()> {
     // 2. Throughput: a queue of `messages` drained by the worker.
     let base = accepted(&sim);
     let enq = enqueue(&mut c, o.messages, 0)?;
-    let (requested_s, recorded_s, rss_kb, fds) =
-        wait_drained(&mut c, &sim, base + o.messages as i64, pid)?;
-    let worker_rate = o.messages as f64 / requested_s;
+    let d = wait_drained(&mut c, &sim, base + o.messages as i64, pid)?;
+    let worker_rate = o.messages as f64 / d.requested_s;
 
     // 3. The bare client, same simulator, same concurrency.
     let bare_rate = if tokens.is_empty() {
@@ -464,23 +492,7 @@ fn run(o: Opts) -> BenchResult<()> {
     };
 
     // 4. A large backlog with default worker settings.
-    let backlog_base = accepted(&sim);
-    let mut enq_backlog = Duration::ZERO;
-    let chunk = 20_000;
-    let mut done = 0;
-    // Each chunk commits on its own, so the worker drains while later chunks are enqueued:
-    // the drain rate is timed from the first chunk's commit, not from the last one's.
-    let mut first_commit = None;
-    while done < o.backlog {
-        let n = chunk.min(o.backlog - done);
-        enq_backlog += enqueue(&mut c, n, 1_000_000 + done)?;
-        first_commit.get_or_insert_with(Instant::now);
-        done += n;
-    }
-    let enqueued_after = first_commit.map_or(0.0, |t| t.elapsed().as_secs_f64());
-    let (b_tail, b_tail_recorded, b_rss, b_fds) =
-        wait_drained(&mut c, &sim, backlog_base + o.backlog as i64, pid)?;
-    let (b_requested, b_recorded) = (enqueued_after + b_tail, enqueued_after + b_tail_recorded);
+    let b = backlog(&mut c, &sim, pid, o.backlog)?;
     // 5. One number at Meta's default 80 msg/s with a long queue: what the waiting costs.
     let idle_cpu = cpu_share(pid, Duration::from_secs(5));
     let (slow_tenant, slow_phone): (String, String) = {
@@ -511,14 +523,7 @@ fn run(o: Opts) -> BenchResult<()> {
         &[&slow_tenant],
     )?;
     let fair = fairness(&mut c, &sim, o.campaign, o.fairness_trials)?;
-    let limit = std::fs::read_to_string(format!("/proc/{pid}/limits"))
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("Max open files"))
-                .map(|l| l.split_whitespace().nth(3).unwrap_or("?").to_string())
-        })
-        .unwrap_or_else(|| "?".into());
+    let limit = open_file_limit(pid);
 
     println!();
     println!("| figure | value |");
@@ -560,11 +565,11 @@ fn run(o: Opts) -> BenchResult<()> {
     );
     println!(
         "| worker: {} messages, commit → last request | {:.2} s = **{:.0} msg/s** |",
-        o.messages, requested_s, worker_rate
+        o.messages, d.requested_s, worker_rate
     );
     println!(
         "| worker: … → every outcome recorded, outbox empty | {:.2} s |",
-        recorded_s
+        d.recorded_s
     );
     println!(
         "| bare Rust HTTP client, {} threads, same simulator | **{:.0} msg/s** |",
@@ -577,27 +582,10 @@ fn run(o: Opts) -> BenchResult<()> {
     println!(
         "| worker peak RSS / open files while draining {} | {:.1} MiB / {} |",
         o.messages,
-        rss_kb as f64 / 1024.0,
-        fds
+        mib(d.peak_rss_kb),
+        d.peak_fds
     );
-    println!(
-        "| backlog of {}: enqueue | {:.1} s |",
-        o.backlog,
-        enq_backlog.as_secs_f64()
-    );
-    println!(
-        "| backlog of {}: drained from the first chunk's commit (last request / all recorded) | {:.1} s / {:.1} s = {:.0} msg/s |",
-        o.backlog,
-        b_requested,
-        b_recorded,
-        o.backlog as f64 / b_requested.max(f64::EPSILON)
-    );
-    println!("| backlog: left to drain after the last chunk's commit | {b_tail:.1} s |");
-    println!(
-        "| backlog: worker peak RSS / open files (limit {limit}) | {:.1} MiB / {} |",
-        b_rss as f64 / 1024.0,
-        b_fds
-    );
+    print_backlog(o.backlog, &b, &limit);
     println!(
         "| one number at 80 msg/s draining a queue of 3,000: sent / worker CPU (idle worker) | {paced_rate:.0} msg/s / {:.1}% of a core ({:.1}%) |",
         paced_cpu * 100.0,
@@ -635,6 +623,8 @@ fn main() {
         concurrency: 32,
         campaign: 100_000,
         fairness_trials: 20,
+        numbers: 50,
+        backlog_only: false,
     };
     let pairs = match flag_pairs(std::env::args().skip(1)) {
         Ok(p) => p,
@@ -662,6 +652,8 @@ fn main() {
             "--concurrency" if n > 0 => o.concurrency = n,
             "--campaign" if n > 0 => o.campaign = n,
             "--fairness-trials" if n > 0 => o.fairness_trials = n,
+            "--numbers" if n > 0 => o.numbers = n,
+            "--backlog-only" => o.backlog_only = true,
             _ => {
                 eprintln!("bench-send: unknown or bad flag {flag} {value}");
                 std::process::exit(2);
