@@ -12,7 +12,8 @@ export WA_CLUSTER_DIR=/var/tmp/whatsapp_pg-bench-loop WA_PORT=55440 WA_DATABASE=
 # The optimised build of everything measured; built first, so the compiler does not compete
 # with the cluster for the two cores.
 cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config >/dev/null
-cargo build --release -p wa-benches --bin bench-loop -p whatsapp-gateway
+cargo build --release -p wa-benches --bin bench-loop
+cargo build --release -p whatsapp-gateway
 scripts/cluster.sh destroy
 trap 'scripts/cluster.sh stop' EXIT
 scripts/cluster.sh start

@@ -64,7 +64,11 @@ CREATE FUNCTION wa._enqueue_messages(p_tenant uuid, p_phone text, p_wa_ids text[
     RETURNS TABLE (out_position integer, out_message_id uuid)
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
-    -- As wa._apply_statuses: no JIT compilation of plans over arrays of unknown size.
+    -- As wa._apply_statuses: planned once per session (every statement probes by key from
+    -- the given arrays), index probes only, no JIT compilation.
+    SET plan_cache_mode = force_generic_plan
+    SET enable_seqscan = off
+    SET enable_bitmapscan = off
     SET jit = off
 AS $$
 DECLARE

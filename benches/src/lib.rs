@@ -231,3 +231,16 @@ pub fn durability_settings(c: &mut Client) -> BenchResult<String> {
 }
 
 pub mod sending;
+
+/// An error with its causes (a `postgres::Error` says only "db error"; its source has the
+/// server's message).
+pub fn describe(e: &(dyn Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}

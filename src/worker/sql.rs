@@ -58,12 +58,14 @@ WITH RECURSIVE numbers AS (
       FROM numbers n
      WHERE n.phone_number_id IS NOT NULL
 ), due AS (
-    SELECT d.tenant_id, d.outbox_id, d.old_claim, d.priority, d.next_attempt_at,
+    SELECT d.tenant_id, d.outbox_id, d.old_claim, d.priority, d.next_attempt_at, d.kind,
+           d.recipient, n.phone_number_id,
            pg_catalog.row_number() OVER (PARTITION BY n.phone_number_id
                                          ORDER BY d.priority, d.next_attempt_at, d.outbox_id) AS rn
       FROM numbers n
       CROSS JOIN LATERAL (
-          SELECT o.tenant_id, o.outbox_id, o.claim_id AS old_claim, o.priority, o.next_attempt_at
+          SELECT o.tenant_id, o.outbox_id, o.claim_id AS old_claim, o.priority, o.next_attempt_at,
+                 o.kind, o.recipient
             FROM wa.outbox o
            WHERE o.phone_number_id OPERATOR(pg_catalog.=) n.phone_number_id
              AND o.next_attempt_at OPERATOR(pg_catalog.<) 'infinity'::pg_catalog.timestamptz
@@ -71,25 +73,33 @@ WITH RECURSIVE numbers AS (
              AND o.tenant_id OPERATOR(pg_catalog.<>) ALL ($6::pg_catalog.uuid[])
              AND o.outbox_id OPERATOR(pg_catalog.<>) ALL ($7::pg_catalog.int8[])
            ORDER BY o.priority, o.next_attempt_at, o.outbox_id
+           -- Up to the number's budget, and twice its share of the batch: with 500 numbers
+           -- at 1,000 msg/s, budgets alone made 500,000 candidates for a batch of 4,000.
            LIMIT LEAST(COALESCE(($3 OPERATOR(pg_catalog.->>) n.phone_number_id)::pg_catalog.int4, $4),
-                       $1)) d
+                       $1,
+                       (SELECT GREATEST(2 OPERATOR(pg_catalog.*) $1 OPERATOR(pg_catalog./)
+                                        GREATEST(pg_catalog.count(*), 1), 1)
+                          FROM numbers c WHERE c.phone_number_id IS NOT NULL))) d
      WHERE n.phone_number_id IS NOT NULL
        AND n.phone_number_id OPERATOR(pg_catalog.<>) ALL ($2::pg_catalog.text[])
 ), pick AS (
+    -- The due rows carry what this needs, and the check below stays a probe per due row
+    -- (OFFSET 0 keeps it from becoming an anti join). The planner cannot know how many
+    -- numbers are due, and with a join it chose to read the whole outbox: 2.3 s per claim
+    -- with 1,000,000 rows queued over 500 numbers.
     SELECT d.tenant_id, d.outbox_id, d.old_claim
       FROM due d
-      JOIN wa.outbox o ON o.tenant_id OPERATOR(pg_catalog.=) d.tenant_id
-                      AND o.outbox_id OPERATOR(pg_catalog.=) d.outbox_id
      WHERE NOT EXISTS (
            SELECT 1 FROM wa.outbox e
-            WHERE o.kind OPERATOR(pg_catalog.=) 'message'
-              AND e.tenant_id OPERATOR(pg_catalog.=) o.tenant_id
-              AND e.phone_number_id OPERATOR(pg_catalog.=) o.phone_number_id
-              AND e.recipient OPERATOR(pg_catalog.=) o.recipient
+            WHERE d.kind OPERATOR(pg_catalog.=) 'message'
+              AND e.tenant_id OPERATOR(pg_catalog.=) d.tenant_id
+              AND e.phone_number_id OPERATOR(pg_catalog.=) d.phone_number_id
+              AND e.recipient OPERATOR(pg_catalog.=) d.recipient
               AND e.kind OPERATOR(pg_catalog.=) 'message'
               AND e.failed_at IS NULL
-              AND e.outbox_id OPERATOR(pg_catalog.<) o.outbox_id
-              AND e.priority OPERATOR(pg_catalog.<=) o.priority)
+              AND e.outbox_id OPERATOR(pg_catalog.<) d.outbox_id
+              AND e.priority OPERATOR(pg_catalog.<=) d.priority
+           OFFSET 0)
      ORDER BY d.rn, d.priority, d.next_attempt_at, d.outbox_id
      LIMIT $1
 )

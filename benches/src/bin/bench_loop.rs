@@ -260,12 +260,12 @@ fn paced(
             std::thread::sleep(wait);
         }
         let rows = c.query(
-            "SELECT wa.send_text(t.tenant_id, (15590000000 + $2 + g)::text, 'Your room is ready')::text
-               FROM generate_series(0, $1 - 1) g
+            "SELECT wa.send_text(t.tenant_id, (15590000000 + $2::bigint + g)::text, 'Your room is ready')::text
+               FROM generate_series(0, $1::int - 1) g
                JOIN (SELECT tenant_id, (row_number() OVER (ORDER BY tenant_id) - 1)::int AS i,
                             count(*) OVER ()::int AS k
                        FROM wa.tenants) t
-                 ON t.i = (g + $2) % t.k",
+                 ON t.i = (g + $2::bigint) % t.k",
             &[&(per_tick as i32), &((offset + tick as usize * per_tick) as i64)],
         )?;
         let at = Instant::now();
@@ -330,6 +330,7 @@ fn run(o: Opts) -> BenchResult<()> {
     let (_, warm) = enqueue_bulk(&mut c, 2_000, 0)?;
     wait_read(&reads, &warm, Duration::from_secs(120))?;
 
+    eprintln!("warm-up done");
     // Baseline: the same burst, sending only.
     webhooks(&sim, None)?;
     let base = accepted(&sim);
@@ -339,6 +340,7 @@ fn run(o: Opts) -> BenchResult<()> {
     let send_only_s = t0.elapsed().as_secs_f64();
     webhooks(&sim, Some(&hook))?;
 
+    eprintln!("baseline done");
     // The loop: a burst, settled by webhooks while the worker sends.
     let probe = CpuProbe {
         worker,
@@ -359,6 +361,7 @@ fn run(o: Opts) -> BenchResult<()> {
         .collect();
     burst_ms.sort_by(f64::total_cmp);
 
+    eprintln!("burst done");
     // Paced: a steady rate well under capacity, enqueue → read per message.
     let committed = paced(&mut c, o.rate, o.paced_secs, 300_000)?;
     let paced_ids: Vec<String> = committed.keys().cloned().collect();
@@ -465,7 +468,7 @@ fn main() {
         Ok(())
     })();
     if let Err(e) = parsed.and_then(|()| run(o)) {
-        eprintln!("bench-loop: {e}");
+        eprintln!("bench-loop: {}", wa_benches::describe(e.as_ref()));
         std::process::exit(1);
     }
 }

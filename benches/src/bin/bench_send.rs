@@ -97,13 +97,21 @@ fn enqueue_comparison(c: &mut Client, n: usize, reps: usize) -> BenchResult<[f64
         times[0].push(enqueue(c, n, offset)?.as_secs_f64());
         times[1].push(enqueue_bulk(c, n, offset + n)?.0.as_secs_f64());
         times[2].push(enqueue_baseline(c, n, offset + 2 * n)?.as_secs_f64());
+        eprintln!(
+            "enqueue rep {}: send_text {:.2} s, send_bulk {:.2} s, plain INSERTs {:.2} s",
+            rep + 1,
+            times[0][rep],
+            times[1][rep],
+            times[2][rep]
+        );
     }
     c.batch_execute(
         "DELETE FROM wa.messages; DELETE FROM wa.conversations; DELETE FROM wa.contacts;
          DROP SCHEMA bench_baseline CASCADE;
-         SELECT count(wa.resume_sending(tenant_id)) FROM wa.tenants;
-         VACUUM ANALYZE wa.outbox, wa.messages, wa.conversations, wa.contacts;",
+         SELECT count(wa.resume_sending(tenant_id)) FROM wa.tenants;",
     )?;
+    // On its own: a multi-statement string is one transaction, and VACUUM refuses that.
+    c.batch_execute("VACUUM ANALYZE wa.outbox, wa.messages, wa.conversations, wa.contacts")?;
     Ok(times.map(|mut t| {
         t.sort_by(f64::total_cmp);
         t[t.len() / 2]
@@ -218,13 +226,16 @@ fn fairness(c: &mut Client, sim: &Sim, campaign: usize, trials: usize) -> BenchR
 }
 
 /// How a drain went: seconds to the last request and to an empty outbox, the worker's peak
-/// RSS (kB) and open files, and its RSS sampled once a second (kB).
+/// RSS (kB) and open files, and once a second its RSS and the private part of it (kB).
+/// `VmRSS` counts the pages of PostgreSQL's shared buffers the worker has touched, which
+/// belong to the whole cluster; `RssAnon` is the worker's own memory.
 struct Drain {
     requested_s: f64,
     recorded_s: f64,
     peak_rss_kb: u64,
     peak_fds: usize,
     rss_every_second_kb: Vec<u64>,
+    anon_every_second_kb: Vec<u64>,
 }
 
 /// Waits until the simulator has accepted `target` sends and the outbox is empty.
@@ -236,6 +247,7 @@ fn wait_drained(c: &mut Client, sim: &Sim, target: i64, pid: i32) -> BenchResult
         peak_rss_kb: 0,
         peak_fds: 0,
         rss_every_second_kb: Vec::new(),
+        anon_every_second_kb: Vec::new(),
     };
     let mut all_requested = None;
     let mut next_sample = Duration::ZERO;
@@ -245,6 +257,8 @@ fn wait_drained(c: &mut Client, sim: &Sim, target: i64, pid: i32) -> BenchResult
         d.peak_fds = d.peak_fds.max(open_files(pid));
         if started.elapsed() >= next_sample {
             d.rss_every_second_kb.push(rss);
+            d.anon_every_second_kb
+                .push(proc_value(pid, "RssAnon:").unwrap_or(0));
             next_sample += Duration::from_secs(1);
         }
         if all_requested.is_none() && accepted(sim) >= target {
@@ -275,8 +289,9 @@ struct Backlog {
     /// Left to drain after the last chunk's commit.
     tail_s: f64,
     drain: Drain,
-    /// RSS samples (kB) taken while the chunks were enqueued, once a second.
+    /// RSS and RssAnon samples (kB) taken while the chunks were enqueued, once a second.
     rss_while_enqueuing_kb: Vec<u64>,
+    anon_while_enqueuing_kb: Vec<u64>,
 }
 
 fn backlog(c: &mut Client, sim: &Sim, pid: i32, n: usize) -> BenchResult<Backlog> {
@@ -286,6 +301,7 @@ fn backlog(c: &mut Client, sim: &Sim, pid: i32, n: usize) -> BenchResult<Backlog
     let mut done = 0;
     let mut first_commit = None;
     let mut rss_while_enqueuing_kb = Vec::new();
+    let mut anon_while_enqueuing_kb = Vec::new();
     let mut last_sample: Option<Instant> = None;
     while done < n {
         let k = chunk.min(n - done);
@@ -294,6 +310,7 @@ fn backlog(c: &mut Client, sim: &Sim, pid: i32, n: usize) -> BenchResult<Backlog
         done += k;
         if last_sample.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             rss_while_enqueuing_kb.push(proc_value(pid, "VmRSS:").unwrap_or(0));
+            anon_while_enqueuing_kb.push(proc_value(pid, "RssAnon:").unwrap_or(0));
             last_sample = Some(Instant::now());
         }
     }
@@ -306,6 +323,7 @@ fn backlog(c: &mut Client, sim: &Sim, pid: i32, n: usize) -> BenchResult<Backlog
         tail_s: drain.requested_s,
         drain,
         rss_while_enqueuing_kb,
+        anon_while_enqueuing_kb,
     })
 }
 
@@ -333,34 +351,43 @@ fn print_backlog(n: usize, b: &Backlog, limit: &str) {
         mib(b.drain.peak_rss_kb),
         b.drain.peak_fds
     );
-    let all: Vec<u64> = b
-        .rss_while_enqueuing_kb
+    print_series(
+        "RSS (VmRSS: its own memory and the shared buffers it touched)",
+        &b.rss_while_enqueuing_kb,
+        &b.drain.rss_every_second_kb,
+    );
+    print_series(
+        "own memory (RssAnon)",
+        &b.anon_while_enqueuing_kb,
+        &b.drain.anon_every_second_kb,
+    );
+}
+
+/// A once-a-second series: min, max, the means of its two halves (flat: they are close), and
+/// about 30 of its values.
+fn print_series(what: &str, enqueuing: &[u64], draining: &[u64]) {
+    let all: Vec<u64> = enqueuing.iter().chain(draining).copied().collect();
+    let (Some(lo), Some(hi)) = (all.iter().min(), all.iter().max()) else {
+        return;
+    };
+    let half = all.len() / 2;
+    let avg = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64 / 1024.0;
+    println!(
+        "| backlog: worker {what}, sampled every second ({} samples, {} while enqueuing): min / max; mean of the first / second half | {:.1} / **{:.1}** MiB; {:.1} / {:.1} MiB |",
+        all.len(),
+        enqueuing.len(),
+        mib(*lo),
+        mib(*hi),
+        avg(&all[..half]),
+        avg(&all[half..])
+    );
+    let step = (all.len() / 30).max(1);
+    let series: Vec<String> = all
         .iter()
-        .chain(&b.drain.rss_every_second_kb)
-        .copied()
+        .step_by(step)
+        .map(|kb| format!("{:.0}", mib(*kb)))
         .collect();
-    if let (Some(lo), Some(hi)) = (all.iter().min(), all.iter().max()) {
-        let half = all.len() / 2;
-        let avg = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64 / 1024.0;
-        println!(
-            "| backlog: worker RSS sampled every second ({} samples): min / max; mean of the first / second half | {:.1} / {:.1} MiB; {:.1} / {:.1} MiB |",
-            all.len(),
-            mib(*lo),
-            mib(*hi),
-            avg(&all[..half]),
-            avg(&all[half..])
-        );
-        let series: Vec<String> = all
-            .iter()
-            .step_by((all.len() / 30).max(1))
-            .map(|kb| format!("{:.0}", mib(*kb)))
-            .collect();
-        println!(
-            "\nworker RSS (MiB), every {} s: {}",
-            (all.len() / 30).max(1),
-            series.join(" ")
-        );
-    }
+    eprintln!("worker {what} (MiB), every {step} s: {}", series.join(" "));
 }
 
 fn open_file_limit(pid: i32) -> String {
@@ -661,7 +688,7 @@ fn main() {
         }
     }
     if let Err(e) = run(o) {
-        eprintln!("bench-send: {e}");
+        eprintln!("bench-send: {}", wa_benches::describe(e.as_ref()));
         std::process::exit(1);
     }
 }
