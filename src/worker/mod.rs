@@ -594,6 +594,18 @@ impl Worker {
                     });
                 }
                 blocked.extend(paused);
+                // The numbers of paused or blocked tenants are not scanned at all: their
+                // queues may be long, and every claim would read them through.
+                let mut skipped = exhausted.clone();
+                if !blocked.is_empty() {
+                    skipped.extend(
+                        Spi::get_one_with_args::<Vec<String>>(
+                            sql::BLOCKED_NUMBERS,
+                            &[blocked.clone().into()],
+                        )?
+                        .unwrap_or_default(),
+                    );
+                }
                 let budgets: serde_json::Map<String, serde_json::Value> = phones
                     .iter()
                     .cloned()
@@ -601,7 +613,7 @@ impl Worker {
                     .collect();
                 let args: [pgrx::datum::DatumWithOid<'_>; 8] = [
                     (capacity as i64).into(),
-                    exhausted.clone().into(),
+                    skipped.into(),
                     pgrx::JsonB(serde_json::Value::Object(budgets)).into(),
                     default_budget.into(),
                     lease.into(),

@@ -118,6 +118,14 @@ RETURNING o.outbox_id, o.tenant_id::pg_catalog.text, o.kind, o.message_id::pg_ca
                        AND c.kind OPERATOR(pg_catalog.=) 'business_token'), ''),
           p.old_claim IS NOT NULL";
 
+/// The numbers all of whose tenants are among `$1` (paused, or whose token does not open):
+/// claims leave them out.
+pub const BLOCKED_NUMBERS: &str = "
+SELECT pg_catalog.array_agg(b.phone_number_id)
+  FROM (SELECT p.phone_number_id FROM wa.phone_numbers p
+         GROUP BY p.phone_number_id
+        HAVING pg_catalog.bool_and(p.tenant_id OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.uuid[]))) b";
+
 /// Whether this database is a copy restored under another name than the one the app was
 /// configured in (it then sends nothing until `wa.resume_sending()` accepts it), and the
 /// tenants whose sending is paused.
@@ -454,6 +462,7 @@ SELECT NOT d.datistemplate
 pub const ALL: &[(&str, &str)] = &[
     ("INSTALLED_VERSION", INSTALLED_VERSION),
     ("CLAIM", CLAIM),
+    ("BLOCKED_NUMBERS", BLOCKED_NUMBERS),
     ("TOKEN", TOKEN),
     ("PAUSES", PAUSES),
     ("RATES", RATES),

@@ -226,16 +226,13 @@ fn fairness(c: &mut Client, sim: &Sim, campaign: usize, trials: usize) -> BenchR
 }
 
 /// How a drain went: seconds to the last request and to an empty outbox, the worker's peak
-/// RSS (kB) and open files, and once a second its RSS and the private part of it (kB).
-/// `VmRSS` counts the pages of PostgreSQL's shared buffers the worker has touched, which
-/// belong to the whole cluster; `RssAnon` is the worker's own memory.
+/// RSS (kB) and open files. `VmRSS` counts the pages of PostgreSQL's shared buffers the
+/// worker has touched, which belong to the whole cluster; `RssAnon` is its own memory.
 struct Drain {
     requested_s: f64,
     recorded_s: f64,
     peak_rss_kb: u64,
     peak_fds: usize,
-    rss_every_second_kb: Vec<u64>,
-    anon_every_second_kb: Vec<u64>,
 }
 
 /// Waits until the simulator has accepted `target` sends and the outbox is empty.
@@ -246,21 +243,12 @@ fn wait_drained(c: &mut Client, sim: &Sim, target: i64, pid: i32) -> BenchResult
         recorded_s: 0.0,
         peak_rss_kb: 0,
         peak_fds: 0,
-        rss_every_second_kb: Vec::new(),
-        anon_every_second_kb: Vec::new(),
     };
     let mut all_requested = None;
-    let mut next_sample = Duration::ZERO;
     loop {
         let rss = proc_value(pid, "VmRSS:").unwrap_or(0);
         d.peak_rss_kb = d.peak_rss_kb.max(rss);
         d.peak_fds = d.peak_fds.max(open_files(pid));
-        if started.elapsed() >= next_sample {
-            d.rss_every_second_kb.push(rss);
-            d.anon_every_second_kb
-                .push(proc_value(pid, "RssAnon:").unwrap_or(0));
-            next_sample += Duration::from_secs(1);
-        }
         if all_requested.is_none() && accepted(sim) >= target {
             all_requested = Some(started.elapsed().as_secs_f64());
         }
@@ -279,51 +267,63 @@ fn wait_drained(c: &mut Client, sim: &Sim, target: i64, pid: i32) -> BenchResult
     }
 }
 
-/// A queue of `backlog` messages over every number, enqueued in `wa.send_bulk` chunks of
-/// 20,000 that commit one by one (the worker drains while later chunks are enqueued).
+/// A queue of `backlog` messages over every number, enqueued with sending paused (in
+/// `wa.send_bulk` chunks of 20,000, each committed), then drained from the moment sending is
+/// resumed. The worker's memory is sampled every second throughout, by a thread of its own.
 struct Backlog {
     enqueue_s: f64,
-    /// From the first chunk's commit: to the last request, to every outcome recorded.
+    /// From the resume: to the last request, to every outcome recorded.
     requested_s: f64,
     recorded_s: f64,
-    /// Left to drain after the last chunk's commit.
-    tail_s: f64,
     drain: Drain,
-    /// RSS and RssAnon samples (kB) taken while the chunks were enqueued, once a second.
-    rss_while_enqueuing_kb: Vec<u64>,
-    anon_while_enqueuing_kb: Vec<u64>,
+    /// (VmRSS, RssAnon) in kB, once a second, while enqueuing and while draining.
+    samples_enqueuing: Vec<(u64, u64)>,
+    samples_draining: Vec<(u64, u64)>,
 }
 
 fn backlog(c: &mut Client, sim: &Sim, pid: i32, n: usize) -> BenchResult<Backlog> {
+    use std::sync::Mutex;
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (samples, stop) = (samples.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let s = (
+                    proc_value(pid, "VmRSS:").unwrap_or(0),
+                    proc_value(pid, "RssAnon:").unwrap_or(0),
+                );
+                if let Ok(mut v) = samples.lock() {
+                    v.push(s);
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+    };
     let base = accepted(sim);
+    c.batch_execute("SELECT count(wa.pause_sending(tenant_id)) FROM wa.tenants")?;
     let mut enqueue_s = 0.0;
     let chunk = 20_000;
     let mut done = 0;
-    let mut first_commit = None;
-    let mut rss_while_enqueuing_kb = Vec::new();
-    let mut anon_while_enqueuing_kb = Vec::new();
-    let mut last_sample: Option<Instant> = None;
     while done < n {
         let k = chunk.min(n - done);
         enqueue_s += enqueue_bulk(c, k, 1_000_000 + done)?.0.as_secs_f64();
-        first_commit.get_or_insert_with(Instant::now);
         done += k;
-        if last_sample.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-            rss_while_enqueuing_kb.push(proc_value(pid, "VmRSS:").unwrap_or(0));
-            anon_while_enqueuing_kb.push(proc_value(pid, "RssAnon:").unwrap_or(0));
-            last_sample = Some(Instant::now());
-        }
     }
-    let enqueued_after = first_commit.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    let enqueued = samples.lock().map(|v| v.len()).unwrap_or(0);
+    c.batch_execute("SELECT count(wa.resume_sending(tenant_id)) FROM wa.tenants")?;
     let drain = wait_drained(c, sim, base + n as i64, pid)?;
+    stop.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    let all = samples.lock().map(|v| v.clone()).unwrap_or_default();
+    let (samples_enqueuing, samples_draining) = all.split_at(enqueued.min(all.len()));
     Ok(Backlog {
         enqueue_s,
-        requested_s: enqueued_after + drain.requested_s,
-        recorded_s: enqueued_after + drain.recorded_s,
-        tail_s: drain.requested_s,
+        requested_s: drain.requested_s,
+        recorded_s: drain.recorded_s,
         drain,
-        rss_while_enqueuing_kb,
-        anon_while_enqueuing_kb,
+        samples_enqueuing: samples_enqueuing.to_vec(),
+        samples_draining: samples_draining.to_vec(),
     })
 }
 
@@ -333,33 +333,31 @@ fn mib(kb: u64) -> f64 {
 
 fn print_backlog(n: usize, b: &Backlog, limit: &str) {
     println!(
-        "| backlog of {n}: enqueue (wa.send_bulk, chunks of 20,000) | {:.1} s |",
+        "| backlog of {n}: enqueue with sending paused (wa.send_bulk, chunks of 20,000) | {:.1} s |",
         b.enqueue_s
     );
     println!(
-        "| backlog of {n}: drained from the first chunk's commit (last request / all recorded) | {:.1} s / {:.1} s = **{:.0} msg/s** |",
+        "| backlog of {n}: drained from the resume (last request / all recorded) | {:.1} s / {:.1} s = **{:.0} msg/s** |",
         b.requested_s,
         b.recorded_s,
         n as f64 / b.requested_s.max(f64::EPSILON)
-    );
-    println!(
-        "| backlog: left to drain after the last chunk's commit | {:.1} s |",
-        b.tail_s
     );
     println!(
         "| backlog: worker peak RSS / open files (limit {limit}) | {:.1} MiB / {} |",
         mib(b.drain.peak_rss_kb),
         b.drain.peak_fds
     );
+    let rss = |v: &[(u64, u64)]| v.iter().map(|s| s.0).collect::<Vec<_>>();
+    let anon = |v: &[(u64, u64)]| v.iter().map(|s| s.1).collect::<Vec<_>>();
     print_series(
         "RSS (VmRSS: its own memory and the shared buffers it touched)",
-        &b.rss_while_enqueuing_kb,
-        &b.drain.rss_every_second_kb,
+        &rss(&b.samples_enqueuing),
+        &rss(&b.samples_draining),
     );
     print_series(
         "own memory (RssAnon)",
-        &b.anon_while_enqueuing_kb,
-        &b.drain.anon_every_second_kb,
+        &anon(&b.samples_enqueuing),
+        &anon(&b.samples_draining),
     );
 }
 
