@@ -330,7 +330,7 @@ fn run(o: Opts) -> BenchResult<()> {
     let (_, warm) = enqueue_bulk(&mut c, 2_000, 0)?;
     wait_read(&reads, &warm, Duration::from_secs(120))?;
 
-    eprintln!("warm-up done");
+    eprintln!("bench-loop: warm-up done");
     // Baseline: the same burst, sending only.
     webhooks(&sim, None)?;
     let base = accepted(&sim);
@@ -340,7 +340,7 @@ fn run(o: Opts) -> BenchResult<()> {
     let send_only_s = t0.elapsed().as_secs_f64();
     webhooks(&sim, Some(&hook))?;
 
-    eprintln!("baseline done");
+    eprintln!("bench-loop: baseline done");
     // The loop: a burst, settled by webhooks while the worker sends.
     let probe = CpuProbe {
         worker,
@@ -361,7 +361,7 @@ fn run(o: Opts) -> BenchResult<()> {
         .collect();
     burst_ms.sort_by(f64::total_cmp);
 
-    eprintln!("burst done");
+    eprintln!("bench-loop: burst done");
     // Paced: a steady rate well under capacity, enqueue → read per message.
     let committed = paced(&mut c, o.rate, o.paced_secs, 300_000)?;
     let paced_ids: Vec<String> = committed.keys().cloned().collect();
