@@ -1,4 +1,4 @@
-//! Shared pieces of the benchmark programs (`bench-ingest`, later `bench-send`): where the
+//! Shared pieces of the benchmark programs (`bench-ingest`, `bench-send`, `bench-loop`): where the
 //! cluster is, a throwaway database with the extension, timing work spread over several client
 //! connections, and summarising repetitions.
 //!

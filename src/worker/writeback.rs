@@ -358,6 +358,15 @@ fn apply(b: Batch<'_>, grace_secs: f64) -> Result<i64, pgrx::spi::SpiError> {
     // would hold every file of the batch until the commit (the test with a burst of large
     // videos saw 69 MiB for four of them).
     let mut scratch = pgrx::PgMemoryContexts::new("whatsapp_pg media write");
+    let mut scratch_run = |f: &mut dyn FnMut() -> Result<Option<bool>, pgrx::spi::SpiError>| {
+        // SAFETY: nothing allocated in `scratch` outlives its reset: the statements'
+        // arguments are made inside `f`, and its result is a plain Rust value.
+        unsafe {
+            let result = scratch.switch_to(|_| f());
+            scratch.reset();
+            result
+        }
+    };
     for (outbox_id, tenant, message_id, media_id, mime, file) in b.media {
         // A file of one chunk is stored in its row; a larger one a chunk at a time.
         // Our own file gone unreadable: the batch is not recorded (and is tried again).
@@ -372,48 +381,39 @@ fn apply(b: Batch<'_>, grace_secs: f64) -> Result<i64, pgrx::spi::SpiError> {
         } else {
             file.size.div_ceil(super::spool::CHUNK as u64) as i32
         };
-        // SAFETY: nothing allocated in `scratch` is used after its reset: the statements'
-        // arguments are made inside the closures, and their results are plain Rust values.
-        let stored = unsafe {
-            let stored = scratch.switch_to(|_| {
-                Spi::get_one_with_args::<bool>(
-                    sql::MEDIA_STORED,
-                    &[
-                        outbox_id.into(),
-                        tenant.into(),
-                        message_id.into(),
-                        media_id.into(),
-                        mime.into(),
-                        file.sha256.as_str().into(),
-                        (file.size as i64).into(),
-                        inline.then_some(first.as_slice()).into(),
-                        n_chunks.into(),
-                    ],
-                )
-            });
-            scratch.reset();
-            stored?.unwrap_or(false)
-        };
+        let stored = scratch_run(&mut || {
+            Spi::get_one_with_args::<bool>(
+                sql::MEDIA_STORED,
+                &[
+                    outbox_id.into(),
+                    tenant.into(),
+                    message_id.into(),
+                    media_id.into(),
+                    mime.into(),
+                    file.sha256.as_str().into(),
+                    (file.size as i64).into(),
+                    inline.then_some(first.as_slice()).into(),
+                    n_chunks.into(),
+                ],
+            )
+        })?
+        .unwrap_or(false);
         if stored && !inline {
             let mut seq = 0i32;
             let mut chunk = first;
             while !chunk.is_empty() {
-                // SAFETY: as above.
-                unsafe {
-                    let done = scratch.switch_to(|_| {
-                        Spi::run_with_args(
-                            sql::MEDIA_CHUNK,
-                            &[
-                                tenant.into(),
-                                media_id.into(),
-                                seq.into(),
-                                chunk.as_slice().into(),
-                            ],
-                        )
-                    });
-                    scratch.reset();
-                    done?;
-                }
+                scratch_run(&mut || {
+                    Spi::run_with_args(
+                        sql::MEDIA_CHUNK,
+                        &[
+                            tenant.into(),
+                            media_id.into(),
+                            seq.into(),
+                            chunk.as_slice().into(),
+                        ],
+                    )
+                    .map(|()| None)
+                })?;
                 seq += 1;
                 chunk = chunks.next_chunk().map_err(io)?;
             }

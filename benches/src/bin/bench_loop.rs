@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use wa_benches::sending::{
-    accepted, cpu_time, enqueue_bulk, percentile, setup_numbers, worker_pid,
+    accepted, cpu_time, enqueue_bulk, percentile, setup_numbers, wait_drained, worker_pid,
 };
 use wa_benches::{BenchResult, Target, flag_pairs, parse_num};
 
@@ -284,20 +284,6 @@ fn webhooks(sim: &Sim, url: Option<&str>) -> BenchResult<()> {
     Ok(())
 }
 
-fn wait_outbox_empty(c: &mut Client, sim: &Sim, target: i64) -> BenchResult<()> {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let left: i64 = c.query_one("SELECT count(*) FROM wa.outbox", &[])?.get(0);
-        if left == 0 && accepted(sim) >= target {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err("the outbox did not drain within 10 minutes".into());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn run(o: Opts) -> BenchResult<()> {
     let hook = format!("http://127.0.0.1:{}/webhook", o.gateway_port);
     let sim = Sim::start(SimConfig {
@@ -335,9 +321,7 @@ fn run(o: Opts) -> BenchResult<()> {
     webhooks(&sim, None)?;
     let base = accepted(&sim);
     let (_, ids) = enqueue_bulk(&mut c, o.messages, 100_000)?;
-    let t0 = Instant::now();
-    wait_outbox_empty(&mut c, &sim, base + ids.len() as i64)?;
-    let send_only_s = t0.elapsed().as_secs_f64();
+    let send_only_s = wait_drained(&mut c, &sim, base + ids.len() as i64, worker)?.recorded_s;
     webhooks(&sim, Some(&hook))?;
 
     eprintln!("bench-loop: baseline done");

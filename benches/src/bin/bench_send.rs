@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use wa_benches::sending::{
-    accepted, cpu_share, enqueue_bulk, now_us, open_files, percentile, proc_value, setup_numbers,
-    worker_pid,
+    Drain, accepted, cpu_share, enqueue_bulk, now_us, percentile, proc_value, setup_numbers,
+    wait_drained, worker_pid,
 };
 use wa_benches::{BenchResult, Target, flag_pairs};
 
@@ -223,48 +223,6 @@ fn fairness(c: &mut Client, sim: &Sim, campaign: usize, trials: usize) -> BenchR
         latencies,
         campaign_rate,
     })
-}
-
-/// How a drain went: seconds to the last request and to an empty outbox, the worker's peak
-/// RSS (kB) and open files. `VmRSS` counts the pages of PostgreSQL's shared buffers the
-/// worker has touched, which belong to the whole cluster; `RssAnon` is its own memory.
-struct Drain {
-    requested_s: f64,
-    recorded_s: f64,
-    peak_rss_kb: u64,
-    peak_fds: usize,
-}
-
-/// Waits until the simulator has accepted `target` sends and the outbox is empty.
-fn wait_drained(c: &mut Client, sim: &Sim, target: i64, pid: i32) -> BenchResult<Drain> {
-    let started = Instant::now();
-    let mut d = Drain {
-        requested_s: 0.0,
-        recorded_s: 0.0,
-        peak_rss_kb: 0,
-        peak_fds: 0,
-    };
-    let mut all_requested = None;
-    loop {
-        let rss = proc_value(pid, "VmRSS:").unwrap_or(0);
-        d.peak_rss_kb = d.peak_rss_kb.max(rss);
-        d.peak_fds = d.peak_fds.max(open_files(pid));
-        if all_requested.is_none() && accepted(sim) >= target {
-            all_requested = Some(started.elapsed().as_secs_f64());
-        }
-        if let Some(requested_s) = all_requested {
-            let left: i64 = c.query_one("SELECT count(*) FROM wa.outbox", &[])?.get(0);
-            if left == 0 {
-                d.requested_s = requested_s;
-                d.recorded_s = started.elapsed().as_secs_f64();
-                return Ok(d);
-            }
-        }
-        if started.elapsed() > Duration::from_secs(1800) {
-            return Err("the outbox did not drain within 30 minutes".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A queue of `backlog` messages over every number, enqueued with sending paused (in
