@@ -18,7 +18,7 @@ IT_ENV       := RUST_BACKTRACE=1 WA_CLUSTER_DIR=/var/tmp/whatsapp_pg-it WA_PORT=
 GW_ENV       := WA_CLUSTER_DIR=/var/tmp/whatsapp_pg-gw WA_PORT=55434 WA_DATABASE=wa_gw WA_EXTRA_CONF="wa.allow_any_database = on" $(NO_GRAPH)
 GW_DSN       := host=127.0.0.1 port=55434 user=postgres dbname=postgres
 
-.PHONY: test bootstrap lint unit pgtest install it gateway-test upgrade-test package package-test demo demo-stop bench-ingest bench-statuses bench-send bench-backlog bench-loop bench-parse
+.PHONY: test bootstrap lint unit pgtest install it gateway-test upgrade-test package package-test demo demo-stop bench-ingest bench-statuses bench-send bench-backlog bench-loop bench-media bench-parse
 
 test: bootstrap lint unit pgtest it gateway-test upgrade-test package-test
 	@echo "make test: all suites passed"
@@ -94,16 +94,21 @@ bench-statuses:
 	$(MAKE) bench-ingest BENCH_ARGS="--statuses $(BENCH_ARGS)"
 
 bench-send: bootstrap
-	bash scripts/bench-send.sh $(BENCH_ARGS)
+	bash scripts/bench-worker.sh send $(BENCH_ARGS)
 
 # Only bench-send's backlog part, at a provider's size: 1,000,000 messages over 500 numbers,
 # default settings, worker RSS sampled every second.
 bench-backlog: bootstrap
-	bash scripts/bench-send.sh --backlog-only --numbers 500 --backlog 1000000 $(BENCH_ARGS)
+	bash scripts/bench-worker.sh send --backlog-only --numbers 500 --backlog 1000000 $(BENCH_ARGS)
 
 # The closed loop: worker → graph-sim → signed status webhooks → gateway → the same cluster.
 bench-loop: bootstrap
-	bash scripts/bench-loop.sh $(BENCH_ARGS)
+	bash scripts/bench-worker.sh loop $(BENCH_ARGS)
+
+# A burst of 64 inbound videos of 50 MB each (one more corrupted), through the gateway and the
+# worker's streamed downloads, worker memory sampled every 100 ms; next to bare downloads.
+bench-media: bootstrap
+	bash scripts/bench-worker.sh media $(BENCH_ARGS)
 
 bench-parse:
 	cargo run --release -q -p wa-benches --bin bench-parse

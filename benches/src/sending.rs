@@ -2,10 +2,14 @@
 //! (`bench-send`, `bench-loop`): the served database made fresh with N connected numbers, bulk
 //! enqueues spread over them, and what `/proc` says about a process (CPU, memory, files).
 
-use crate::BenchResult;
+use crate::{BenchResult, Target};
 use graph_sim::Sim;
 use postgres::Client;
 use serde_json::{Value, json};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub fn now_us() -> u64 {
@@ -181,5 +185,101 @@ pub fn wait_drained(c: &mut Client, sim: &Sim, target: i64, pid: i32) -> BenchRe
             return Err("the outbox did not drain within 30 minutes".into());
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The gateway as a child process, stopped on drop.
+pub struct Gateway {
+    child: Child,
+    pub url: String,
+}
+
+impl Gateway {
+    /// Starts `bin` listening on 127.0.0.1:`port`, serving `target`'s database; waits for
+    /// `/healthz`.
+    pub fn start(target: &Target, bin: &str, port: u16) -> BenchResult<Gateway> {
+        let dsn = format!(
+            "host={} port={} user={} dbname={}",
+            target.host, target.port, target.user, target.db
+        );
+        let url = format!("http://127.0.0.1:{}", port);
+        let child = Command::new(bin)
+            .args(["--listen", &format!("127.0.0.1:{}", port)])
+            .env("WA_GATEWAY_DATABASE_URL", dsn)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("start {bin}: {e}"))?;
+        let gw = Gateway { child, url };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if ureq::get(&format!("{}/healthz", gw.url)).call().is_ok() {
+                return Ok(gw);
+            }
+            if Instant::now() > deadline {
+                return Err("the gateway did not answer /healthz within 15 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A process's (VmRSS, RssAnon) in kB, read by a thread of its own every `every`.
+pub struct MemorySampler {
+    samples: Arc<Mutex<Vec<(u64, u64)>>>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl MemorySampler {
+    pub fn start(pid: i32, every: Duration) -> MemorySampler {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let (samples, stop) = (samples.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let s = (
+                        proc_value(pid, "VmRSS:").unwrap_or(0),
+                        proc_value(pid, "RssAnon:").unwrap_or(0),
+                    );
+                    if let Ok(mut v) = samples.lock() {
+                        v.push(s);
+                    }
+                    std::thread::sleep(every);
+                }
+            })
+        };
+        MemorySampler {
+            samples,
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Samples taken so far.
+    pub fn taken(&self) -> usize {
+        self.samples.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// Stops the thread; every sample, oldest first.
+    pub fn finish(mut self) -> Vec<(u64, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.samples.lock().map(|v| v.clone()).unwrap_or_default()
     }
 }

@@ -501,11 +501,7 @@ fn inbound(shared: &Arc<Shared>, b: &Value) -> AResult {
                     // of the seeded one; `media_corrupt`: the sha256 Meta reports does not
                     // match the bytes it serves.
                     let data = match u(b, "media_size") {
-                        Some(n) => Bytes::from(
-                            (0..n)
-                                .map(|i| (i.wrapping_mul(31) % 251) as u8)
-                                .collect::<Vec<u8>>(),
-                        ),
+                        Some(n) => Bytes::from(util::pattern_bytes(n)),
                         None => w
                             .media
                             .get(*seeded)

@@ -24,6 +24,7 @@ mod multipart;
 mod server;
 mod stats;
 mod util;
+pub use util::pattern_bytes;
 mod webhooks;
 mod world;
 

@@ -237,6 +237,20 @@ pub fn hub_signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// `n` bytes of a deterministic pattern (byte `i` is `31 i mod 251`): the content of a media
+/// file made to a size (the admin API's `media_size`). The pattern repeats every 251 bytes, so
+/// a large file is one period copied over, not computed byte by byte.
+pub fn pattern_bytes(n: u64) -> Vec<u8> {
+    let period: Vec<u8> = (0..251u32).map(|i| (i * 31 % 251) as u8).collect();
+    let n = usize::try_from(n).unwrap_or(usize::MAX);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let take = period.len().min(n - out.len());
+        out.extend_from_slice(&period[..take]);
+    }
+    out
+}
+
 /// Hex SHA-256 of `data` (media `sha256` fields).
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
@@ -336,6 +350,19 @@ pub fn normalize_phone(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pattern_bytes_are_31_i_mod_251_at_any_size() {
+        for n in [0u64, 1, 250, 251, 252, 1000] {
+            let b = pattern_bytes(n);
+            assert_eq!(b.len() as u64, n);
+            assert!(
+                b.iter()
+                    .enumerate()
+                    .all(|(i, &x)| x as usize == i * 31 % 251)
+            );
+        }
+    }
 
     #[test]
     fn wamids_are_unique_and_prefixed() {

@@ -6,20 +6,19 @@
 //! Baseline, same run: the same burst drained with status webhooks off (sending alone).
 //!
 //! Needs a cluster whose `wa.database` is `--db` and the gateway's binary (`--gateway-bin`);
-//! `scripts/bench-loop.sh` builds both and starts the cluster.
+//! `scripts/bench-worker.sh loop` builds both and starts the cluster.
 
 use graph_sim::{Sim, SimConfig, WebhookSettings};
 use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use wa_benches::sending::{
-    accepted, cpu_time, enqueue_bulk, percentile, setup_numbers, wait_drained, worker_pid,
+    Gateway, accepted, cpu_time, enqueue_bulk, percentile, setup_numbers, wait_drained, worker_pid,
 };
 use wa_benches::{BenchResult, Target, flag_pairs, parse_num};
 
@@ -44,52 +43,6 @@ struct Opts {
 const USAGE: &str = "usage: bench-loop --gateway-bin PATH [--gateway-port 55441] [--host H] [--port N] \
 [--user U] [--db D] [--messages 20000] [--numbers 50] [--batch 100] [--status-delay-ms 20] \
 [--webhook-concurrency 4] [--rate 1000] [--paced-secs 10]";
-
-/// The gateway as a child process, stopped on drop.
-struct Gateway {
-    child: Child,
-    url: String,
-}
-
-impl Gateway {
-    fn start(o: &Opts) -> BenchResult<Gateway> {
-        let dsn = format!(
-            "host={} port={} user={} dbname={}",
-            o.target.host, o.target.port, o.target.user, o.target.db
-        );
-        let url = format!("http://127.0.0.1:{}", o.gateway_port);
-        let child = Command::new(&o.gateway_bin)
-            .args(["--listen", &format!("127.0.0.1:{}", o.gateway_port)])
-            .env("WA_GATEWAY_DATABASE_URL", dsn)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("start {}: {e}", o.gateway_bin))?;
-        let gw = Gateway { child, url };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if ureq::get(&format!("{}/healthz", gw.url)).call().is_ok() {
-                return Ok(gw);
-            }
-            if Instant::now() > deadline {
-                return Err("the gateway did not answer /healthz within 15 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Read notifications: (message id, when it arrived).
 type Reads = mpsc::Receiver<(String, Instant)>;
@@ -299,7 +252,7 @@ fn run(o: Opts) -> BenchResult<()> {
     let mut c = o.target.connect(&o.target.db)?;
     setup_numbers(&mut c, &sim, o.numbers)?;
     let worker = worker_pid(&mut c)?;
-    let gateway = Gateway::start(&o)?;
+    let gateway = Gateway::start(&o.target, &o.gateway_bin, o.gateway_port)?;
     let stop = Arc::new(AtomicBool::new(false));
     let (reads, listener) = listen_for_reads(&o.target, stop.clone())?;
     println!(

@@ -3,7 +3,7 @@
 //! same run. Prints figures; asserts nothing.
 //!
 //! Needs a cluster whose `wa.database` is the database given by `--db` (the worker serves only
-//! that one); `scripts/bench-send.sh` starts one.
+//! that one); `scripts/bench-worker.sh send` starts one.
 
 use graph_sim::{Sim, SimConfig};
 use postgres::Client;
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use wa_benches::sending::{
-    Drain, accepted, cpu_share, enqueue_bulk, now_us, percentile, proc_value, setup_numbers,
+    Drain, MemorySampler, accepted, cpu_share, enqueue_bulk, now_us, percentile, setup_numbers,
     wait_drained, worker_pid,
 };
 use wa_benches::{BenchResult, Target, flag_pairs};
@@ -240,24 +240,7 @@ struct Backlog {
 }
 
 fn backlog(c: &mut Client, sim: &Sim, pid: i32, n: usize) -> BenchResult<Backlog> {
-    use std::sync::Mutex;
-    let samples = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let (samples, stop) = (samples.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let s = (
-                    proc_value(pid, "VmRSS:").unwrap_or(0),
-                    proc_value(pid, "RssAnon:").unwrap_or(0),
-                );
-                if let Ok(mut v) = samples.lock() {
-                    v.push(s);
-                }
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        })
-    };
+    let sampler = MemorySampler::start(pid, Duration::from_secs(1));
     let base = accepted(sim);
     c.batch_execute("SELECT count(wa.pause_sending(tenant_id)) FROM wa.tenants")?;
     let mut enqueue_s = 0.0;
@@ -268,12 +251,10 @@ fn backlog(c: &mut Client, sim: &Sim, pid: i32, n: usize) -> BenchResult<Backlog
         enqueue_s += enqueue_bulk(c, k, 1_000_000 + done)?.0.as_secs_f64();
         done += k;
     }
-    let enqueued = samples.lock().map(|v| v.len()).unwrap_or(0);
+    let enqueued = sampler.taken();
     c.batch_execute("SELECT count(wa.resume_sending(tenant_id)) FROM wa.tenants")?;
     let drain = wait_drained(c, sim, base + n as i64, pid)?;
-    stop.store(true, Ordering::Relaxed);
-    let _ = sampler.join();
-    let all = samples.lock().map(|v| v.clone()).unwrap_or_default();
+    let all = sampler.finish();
     let (samples_enqueuing, samples_draining) = all.split_at(enqueued.min(all.len()));
     Ok(Backlog {
         enqueue_s,
