@@ -18,9 +18,9 @@ IT_ENV       := RUST_BACKTRACE=1 WA_CLUSTER_DIR=/var/tmp/whatsapp_pg-it WA_PORT=
 GW_ENV       := WA_CLUSTER_DIR=/var/tmp/whatsapp_pg-gw WA_PORT=55434 WA_DATABASE=wa_gw WA_EXTRA_CONF="wa.allow_any_database = on" $(NO_GRAPH)
 GW_DSN       := host=127.0.0.1 port=55434 user=postgres dbname=postgres
 
-.PHONY: test bootstrap lint unit pgtest install it gateway-test upgrade-test package package-test demo demo-stop bench-ingest bench-statuses bench-send bench-backlog bench-loop bench-media bench-parse
+.PHONY: test bootstrap lint unit pgtest install it citus-test gateway-test upgrade-test package package-test demo demo-stop bench-ingest bench-statuses bench-send bench-backlog bench-loop bench-media bench-parse
 
-test: bootstrap lint unit pgtest it gateway-test upgrade-test package-test
+test: bootstrap lint unit pgtest it citus-test gateway-test upgrade-test package-test
 	@echo "make test: all suites passed"
 
 bootstrap:
@@ -67,6 +67,11 @@ gateway-test: install
 # data, against a fresh install's catalog. Installs the current build again as it goes.
 upgrade-test:
 	bash tests/upgrade/run.sh
+
+# A two-node Citus cluster (coordinator and worker on two ports, Citus built from ../shared/citus):
+# CREATE EXTENSION, wa.distribute(), the placements and shards on both nodes.
+citus-test: install
+	bash tests/citus/run.sh
 
 # The Debian package (target/package/*.deb): extension, gateway with its systemd unit, docs.
 package: bootstrap

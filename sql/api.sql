@@ -24,6 +24,9 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'Run SET wa.tenant_id = ''<tenant uuid>'' (or SET LOCAL in the transaction) before calling whatsapp_pg functions as wa_app.';
     END IF;
+    -- On Citus, the shards on the worker nodes learn whom the rest of the transaction acts
+    -- for (nothing without Citus).
+    PERFORM wa._act_for(p_tenant);
     IF NOT EXISTS (SELECT 1 FROM wa.tenants t WHERE t.tenant_id OPERATOR(pg_catalog.=) p_tenant) THEN
         RAISE EXCEPTION 'tenant % does not exist', p_tenant USING ERRCODE = 'undefined_object';
     END IF;
@@ -51,9 +54,13 @@ BEGIN
         RAISE EXCEPTION 'external_ref must not be empty'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass NULL when the tenant has no reference in the host application.';
     END IF;
+    v_tenant := gen_random_uuid();
+    PERFORM wa._act_for(NULL);
     BEGIN
-        INSERT INTO wa.tenants (name, external_ref) VALUES (v_name, external_ref)
-        RETURNING tenant_id INTO v_tenant;
+        IF external_ref IS NOT NULL THEN
+            INSERT INTO wa.tenant_refs (external_ref, tenant_id) VALUES (external_ref, v_tenant);
+        END IF;
+        INSERT INTO wa.tenants (tenant_id, name, external_ref) VALUES (v_tenant, v_name, external_ref);
     EXCEPTION WHEN unique_violation THEN
         RAISE EXCEPTION 'a tenant with external_ref % already exists', quote_literal(external_ref)
             USING ERRCODE = 'unique_violation',
@@ -168,6 +175,7 @@ CREATE FUNCTION wa._store_connection(p_tenant uuid, p_waba text, p_phone text,
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    v_now timestamptz := pg_catalog.now();
     v_kind text;
     v_id text;
     v_owner uuid;
@@ -206,19 +214,19 @@ BEGIN
        AND ((rr.kind OPERATOR(pg_catalog.=) 'waba' AND rr.external_id OPERATOR(pg_catalog.=) p_waba)
             OR (rr.kind OPERATOR(pg_catalog.=) 'phone_number' AND rr.external_id OPERATOR(pg_catalog.=) p_phone));
     INSERT INTO wa.wabas AS w (tenant_id, waba_id) VALUES (p_tenant, p_waba)
-        ON CONFLICT (tenant_id, waba_id) DO UPDATE SET status = 'active', updated_at = now();
+        ON CONFLICT (tenant_id, waba_id) DO UPDATE SET status = 'active', updated_at = v_now;
     IF p_phone IS NOT NULL THEN
         INSERT INTO wa.phone_numbers AS p (tenant_id, phone_number_id, waba_id)
         VALUES (p_tenant, p_phone, p_waba)
             ON CONFLICT (tenant_id, phone_number_id)
-            DO UPDATE SET waba_id = EXCLUDED.waba_id, status = 'active', updated_at = now();
+            DO UPDATE SET waba_id = EXCLUDED.waba_id, status = 'active', updated_at = v_now;
     END IF;
     INSERT INTO wa.credentials AS c (tenant_id, kind, ciphertext, key_id, source)
     VALUES (p_tenant, 'business_token', p_ciphertext, p_key_id, p_source)
         ON CONFLICT (tenant_id, kind) DO UPDATE
         SET ciphertext = EXCLUDED.ciphertext, key_id = EXCLUDED.key_id,
-            source = EXCLUDED.source, updated_at = now();
-    UPDATE wa.tenants t SET state = p_state, last_error = NULL, updated_at = now()
+            source = EXCLUDED.source, updated_at = v_now;
+    UPDATE wa.tenants t SET state = p_state, last_error = NULL, updated_at = v_now
      WHERE t.tenant_id OPERATOR(pg_catalog.=) p_tenant;
     IF p_state = 'connected' THEN
         -- Messages held while the token was revoked go out with the new one.
@@ -245,6 +253,34 @@ BEGIN
 END
 $$;
 
+-- Deletes a tenant with everything of it (for administrators): its rows in every tenant table,
+-- its routes (its WABAs and numbers may then be connected by another tenant), its released
+-- routes, signup states and external reference. Returns false when there was no such tenant.
+-- The tables without a foreign key to wa.tenants (reference tables when sharded) are emptied
+-- here; the others follow wa.tenants by ON DELETE CASCADE.
+CREATE FUNCTION wa.delete_tenant(tenant_id uuid) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+BEGIN
+    IF NOT wa._caller_is_admin() THEN
+        RAISE EXCEPTION 'only administrators may delete tenants' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM wa._act_for(NULL);
+    PERFORM 1 FROM wa.tenants t WHERE t.tenant_id OPERATOR(pg_catalog.=) tenant_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    DELETE FROM wa.routes r WHERE r.tenant_id OPERATOR(pg_catalog.=) tenant_id;
+    DELETE FROM wa.released_routes r WHERE r.tenant_id OPERATOR(pg_catalog.=) tenant_id;
+    DELETE FROM wa.signup_states s WHERE s.tenant_id OPERATOR(pg_catalog.=) tenant_id;
+    DELETE FROM wa.tenant_refs r WHERE r.tenant_id OPERATOR(pg_catalog.=) tenant_id;
+    DELETE FROM wa.tenants t WHERE t.tenant_id OPERATOR(pg_catalog.=) tenant_id;
+    RETURN true;
+END
+$$;
+
 -- Stops sending for a tenant, forgets its secrets and releases its WABAs and numbers (another
 -- tenant may connect them next). Queued messages fail with a clear reason instead of going
 -- out after a later reconnect. History stays: the WABAs and numbers are kept as 'removed', and
@@ -255,6 +291,7 @@ CREATE FUNCTION wa.disconnect_tenant(tenant_id uuid) RETURNS jsonb
 AS $$
 #variable_conflict use_variable
 DECLARE
+    v_now timestamptz := pg_catalog.now();
     v_tenant uuid := wa._authorize_tenant(tenant_id);
     v_failed bigint;
     v_released jsonb;
@@ -265,7 +302,7 @@ BEGIN
         DELETE FROM wa.outbox o WHERE o.tenant_id OPERATOR(pg_catalog.=) v_tenant
         RETURNING o.message_id)
     UPDATE wa.messages m
-       SET status = 'failed', failed_at = now(), updated_at = now(),
+       SET status = 'failed', failed_at = v_now, updated_at = v_now,
            error = jsonb_build_object('title', 'tenant disconnected',
                                       'details', 'The tenant was disconnected before this message was sent.')
       FROM dropped d
@@ -279,16 +316,16 @@ BEGIN
     kept AS (
         INSERT INTO wa.released_routes AS rr (kind, external_id, tenant_id)
         SELECT m.kind, m.external_id, v_tenant FROM moved m
-            ON CONFLICT ON CONSTRAINT released_routes_pkey DO UPDATE SET released_at = now()
+            ON CONFLICT ON CONSTRAINT released_routes_pkey DO UPDATE SET released_at = v_now
         RETURNING rr.kind, rr.external_id)
     SELECT COALESCE(jsonb_agg(jsonb_build_object('kind', k.kind, 'id', k.external_id)
                               ORDER BY k.kind, k.external_id), '[]'::jsonb)
       INTO v_released FROM kept k;
-    UPDATE wa.wabas w SET status = 'removed', updated_at = now()
+    UPDATE wa.wabas w SET status = 'removed', updated_at = v_now
      WHERE w.tenant_id OPERATOR(pg_catalog.=) v_tenant AND w.status OPERATOR(pg_catalog.<>) 'removed';
-    UPDATE wa.phone_numbers p SET status = 'removed', updated_at = now()
+    UPDATE wa.phone_numbers p SET status = 'removed', updated_at = v_now
      WHERE p.tenant_id OPERATOR(pg_catalog.=) v_tenant AND p.status OPERATOR(pg_catalog.<>) 'removed';
-    UPDATE wa.tenants t SET state = 'disconnected', updated_at = now()
+    UPDATE wa.tenants t SET state = 'disconnected', updated_at = v_now
      WHERE t.tenant_id OPERATOR(pg_catalog.=) v_tenant;
     INSERT INTO wa.account_events (tenant_id, kind, detail)
     VALUES (v_tenant, 'connection.disconnected',

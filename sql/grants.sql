@@ -37,7 +37,7 @@ DO $rls$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['tenants', 'wabas', 'phone_numbers', 'routes', 'released_routes',
+    FOREACH t IN ARRAY ARRAY['tenants', 'tenant_refs', 'wabas', 'phone_numbers', 'routes', 'released_routes',
                              'credentials', 'contacts', 'conversations', 'messages', 'outbox', 'media', 'media_chunks',
                              'pending_statuses', 'templates', 'account_events', 'signups', 'signup_states']
     LOOP
@@ -113,6 +113,7 @@ GRANT EXECUTE ON FUNCTION
     wa.create_tenant(text, text),
     wa.connect_tenant(uuid, text, text, text),
     wa.disconnect_tenant(uuid),
+    wa.delete_tenant(uuid),
     wa.rotate_key(),
     -- The webhook gateway connects as a member of wa_admin.
     wa.verify_webhook(text, text, text),
@@ -124,6 +125,8 @@ GRANT EXECUTE ON FUNCTION
     wa.prune(interval, integer)
 TO wa_admin;
 GRANT EXECUTE ON FUNCTION wa.events_channel(uuid) TO wa_app, wa_admin;
+-- Where each table goes on Citus; wa.distribute() itself is for superusers only.
+GRANT EXECUTE ON FUNCTION wa.citus_layout() TO wa_admin;
 
 -- ---------------------------------------------------------------------------------------------
 -- The second line of defence: every object of schema wa belongs to wa_owner (NOSUPERUSER,
@@ -139,9 +142,13 @@ GRANT USAGE ON SCHEMA wa TO wa_owner, wa_worker;
 DO $policies$
 DECLARE
     t text;
-    -- Init-plans (scalar subqueries): evaluated once per statement, not once per row.
+    -- Plain calls of STABLE functions, no subqueries: Citus refuses policies with subqueries
+    -- on distributed and reference tables (sql/citus.sql). The third arm only decides where
+    -- the caller is not known, on a Citus worker node (wa._acting_for, src/authz.rs); the
+    -- first two decide every row of a single node.
     v_tenant_rule constant text :=
-        '(SELECT wa._caller_is_admin()) OR tenant_id OPERATOR(pg_catalog.=) (SELECT wa.current_tenant_id())';
+        'wa._caller_is_admin() OR tenant_id OPERATOR(pg_catalog.=) wa.current_tenant_id() '
+        'OR wa._acting_for(tenant_id)';
 BEGIN
     FOR t IN
         SELECT c.relname FROM pg_catalog.pg_class c
@@ -185,6 +192,7 @@ GRANT EXECUTE ON FUNCTION
     wa.status_rank(text),
     wa._apply_pending_statuses(uuid[], text[]),
     wa._apply_statuses(uuid, text, text[], text[], double precision[], text[], jsonb[]),
+    wa._probe_plan_cache_mode(),
     wa.current_tenant_id()
 TO wa_worker;
 

@@ -144,7 +144,7 @@ CREATE FUNCTION wa._apply_statuses(p_tenant uuid, p_phone text, p_wamids text[],
     -- the statements' own row sets with each other. The estimates look expensive (the
     -- arrays' sizes are unknown), and JIT compiling would take half a second for a few
     -- milliseconds of work.
-    SET plan_cache_mode = force_generic_plan
+    SET plan_cache_mode = force_generic_plan -- saved here, chosen by wa._probe_plan_cache_mode() below
     SET enable_seqscan = off
     SET enable_bitmapscan = off
     SET jit = off
@@ -156,6 +156,7 @@ DECLARE
     v_learnt_wamids text[];
     v_notified bigint;
 BEGIN
+    PERFORM pg_catalog.set_config('plan_cache_mode', wa._probe_plan_cache_mode(), true);
     -- 1. Each status's message (NULL where none is known).
     WITH s AS (
         SELECT s.ord, s.wamid,
@@ -364,7 +365,7 @@ CREATE FUNCTION wa._apply_pending_statuses(p_tenants uuid[], p_wamids text[]) RE
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
     -- As wa._apply_statuses, which it calls.
-    SET plan_cache_mode = force_generic_plan
+    SET plan_cache_mode = force_generic_plan -- saved here, chosen by wa._probe_plan_cache_mode() below
     SET enable_seqscan = off
     SET enable_bitmapscan = off
     SET jit = off
@@ -373,6 +374,7 @@ DECLARE
     p record;
     n integer := 0;
 BEGIN
+    PERFORM pg_catalog.set_config('plan_cache_mode', wa._probe_plan_cache_mode(), true);
     FOR p IN
         WITH d AS (
             DELETE FROM wa.pending_statuses s

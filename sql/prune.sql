@@ -28,6 +28,7 @@ BEGIN
         RAISE EXCEPTION 'only wa_admin may prune'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
+    PERFORM wa._act_for(NULL);
     IF older_than IS NULL OR older_than OPERATOR(pg_catalog.<) interval '1 day' THEN
         RAISE EXCEPTION 'older_than must be at least 1 day'
             USING ERRCODE = 'invalid_parameter_value',

@@ -24,11 +24,12 @@ $database$;
 REVOKE ALL ON SCHEMA wa FROM PUBLIC;
 
 -- The tenant a session acts for: SET wa.tenant_id = '<uuid>' (or SET LOCAL in a transaction).
--- NULL when unset or empty. An ill-formed value is an error, never "no tenant".
+-- NULL when unset or empty. An ill-formed value is an error, never "no tenant". No SET clause,
+-- so that the planner inlines it into the row-level security policies (its body is bound when
+-- created, whatever the caller's search_path).
 CREATE FUNCTION wa.current_tenant_id() RETURNS uuid
     LANGUAGE sql STABLE PARALLEL SAFE
-    SET search_path = pg_catalog, pg_temp
-    RETURN NULLIF(pg_catalog.current_setting('wa.tenant_id', true), '')::uuid;
+    RETURN NULLIF(pg_catalog.current_setting('wa.tenant_id', true), '')::pg_catalog.uuid;
 
 -- ---------------------------------------------------------------------------------------------
 -- The Technology Provider's Meta app (one row). Secrets are AES-256-GCM envelopes.
@@ -48,7 +49,8 @@ CREATE TABLE wa.app_config (
 CREATE TABLE wa.tenants (
     tenant_id            uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
     name                 text NOT NULL CHECK (pg_catalog.btrim(name) <> '' AND pg_catalog.length(name) <= 200),
-    external_ref         text UNIQUE CHECK (external_ref <> ''),
+    -- The host application's own id of the tenant, unique across tenants (wa.tenant_refs).
+    external_ref         text CHECK (external_ref <> ''),
     state                text NOT NULL DEFAULT 'not_connected' CHECK (state IN
                             ('not_connected', 'pending', 'connected', 'action_required',
                              'disconnected', 'error')),
@@ -57,11 +59,21 @@ CREATE TABLE wa.tenants (
     updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
     -- Set by wa.pause_sending(tenant): nothing is sent for the tenant until it is resumed.
     sending_paused_at    timestamptz,
-    -- The LISTEN channel of the tenant's notifications: unguessable (122 random bits), visible
-    -- only to the tenant itself and to wa_admin, from wa.events_channel(tenant).
-    events_channel       text NOT NULL UNIQUE
+    -- The LISTEN channel of the tenant's notifications: unguessable (122 random bits, so
+    -- unique without a constraint that would span shards), visible only to the tenant itself
+    -- and to wa_admin, from wa.events_channel(tenant).
+    events_channel       text NOT NULL
                             DEFAULT ('wa_' OPERATOR(pg_catalog.||)
                                      pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', ''))
+);
+
+-- Host applications' references of tenants, unique across tenants. Kept apart from wa.tenants
+-- so that wa.tenants can be distributed by tenant_id (docs/SCALING.md): a uniqueness that
+-- does not include the distribution key lives in a table of its own, a reference table when
+-- sharded. Written by wa.create_tenant and wa.delete_tenant only.
+CREATE TABLE wa.tenant_refs (
+    external_ref         text PRIMARY KEY CHECK (external_ref <> ''),
+    tenant_id            uuid NOT NULL UNIQUE
 );
 
 -- WhatsApp Business Accounts connected by a tenant.
@@ -105,11 +117,12 @@ CREATE TABLE wa.phone_numbers (
 );
 
 -- Webhooks name a WABA or a phone number, never a tenant: this is how they are routed. A WABA or
--- number belongs to at most one tenant. (A small lookup table, a reference table when sharded.)
+-- number belongs to at most one tenant. (A small lookup table, a reference table when sharded:
+-- hence no foreign key to wa.tenants, whose rows wa.delete_tenant removes with the routes.)
 CREATE TABLE wa.routes (
     kind                 text NOT NULL CHECK (kind IN ('waba', 'phone_number')),
     external_id          text NOT NULL,
-    tenant_id            uuid NOT NULL REFERENCES wa.tenants ON DELETE CASCADE,
+    tenant_id            uuid NOT NULL,
     created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (kind, external_id)
 );
@@ -117,11 +130,11 @@ CREATE INDEX routes_tenant_idx ON wa.routes (tenant_id);
 
 -- Routes a tenant had before wa.disconnect_tenant released them (the WABA or number may since
 -- belong to another tenant). Late status webhooks for messages the former tenant sent still
--- find those messages through here.
+-- find those messages through here. (A reference table when sharded, like wa.routes.)
 CREATE TABLE wa.released_routes (
     kind                 text NOT NULL CHECK (kind IN ('waba', 'phone_number')),
     external_id          text NOT NULL,
-    tenant_id            uuid NOT NULL REFERENCES wa.tenants ON DELETE CASCADE,
+    tenant_id            uuid NOT NULL,
     released_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (kind, external_id, tenant_id)
 );
@@ -423,7 +436,9 @@ CREATE TABLE wa.signups (
 -- mints it with wa.begin_signup(tenant) after authenticating its user and hands it to the
 -- browser; only its SHA-256 is stored, so the table never holds a usable state.
 CREATE TABLE wa.signup_states (
-    tenant_id            uuid NOT NULL REFERENCES wa.tenants ON DELETE CASCADE,
+    -- No foreign key: a reference table when sharded (the gateway finds a state by its hash
+    -- alone, whatever the tenant); wa.delete_tenant removes a tenant's states.
+    tenant_id            uuid NOT NULL,
     state_sha256         text NOT NULL CHECK (state_sha256 ~ '^[0-9a-f]{64}$'),
     signup_attempt_id    uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
     created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -438,6 +453,7 @@ CREATE UNIQUE INDEX signup_states_sha256_idx ON wa.signup_states (state_sha256);
 -- pg_dump keeps the data of extension tables only when asked to.
 SELECT pg_catalog.pg_extension_config_dump('wa.app_config', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.tenants', '');
+SELECT pg_catalog.pg_extension_config_dump('wa.tenant_refs', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.wabas', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.phone_numbers', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.routes', '');

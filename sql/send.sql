@@ -32,21 +32,30 @@ $$;
 -- templates 2; service replies and utility templates 3; marketing templates 6; a template the
 -- tenant's WABAs are not known to have 4.
 CREATE FUNCTION wa._default_priority(p_tenant uuid, p_type text, p_content jsonb) RETURNS smallint
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
-    RETURN CASE WHEN p_type OPERATOR(pg_catalog.<>) 'template' THEN 3
-                ELSE COALESCE((SELECT CASE WHEN t.category OPERATOR(pg_catalog.=) 'AUTHENTICATION' THEN 2
-                                           WHEN t.category OPERATOR(pg_catalog.=) 'UTILITY' THEN 3
-                                           WHEN t.category OPERATOR(pg_catalog.=) 'MARKETING' THEN 6 END
-                                 FROM wa.templates t
-                                WHERE t.tenant_id OPERATOR(pg_catalog.=) p_tenant
-                                  AND t.name OPERATOR(pg_catalog.=)
-                                      (p_content OPERATOR(pg_catalog.#>>) '{template,name}')
-                                  AND t.language OPERATOR(pg_catalog.=)
-                                      (p_content OPERATOR(pg_catalog.#>>) '{template,language,code}')
-                                ORDER BY t.updated_at DESC
-                                LIMIT 1), 4)
-           END::smallint;
+AS $$
+DECLARE
+    v_category text;
+BEGIN
+    IF p_type OPERATOR(pg_catalog.<>) 'template' THEN
+        RETURN 3;
+    END IF;
+    -- (PL/pgSQL, not SQL: Citus cannot plan a SQL function's parameters; the tenant's shard.)
+    SELECT t.category INTO v_category
+      FROM wa.templates t
+     WHERE t.tenant_id OPERATOR(pg_catalog.=) p_tenant
+       AND t.name OPERATOR(pg_catalog.=) (p_content OPERATOR(pg_catalog.#>>) '{template,name}')
+       AND t.language OPERATOR(pg_catalog.=) (p_content OPERATOR(pg_catalog.#>>) '{template,language,code}')
+     ORDER BY t.updated_at DESC
+     LIMIT 1;
+    RETURN CASE WHEN NOT FOUND THEN 4
+                WHEN v_category OPERATOR(pg_catalog.=) 'AUTHENTICATION' THEN 2
+                WHEN v_category OPERATOR(pg_catalog.=) 'UTILITY' THEN 3
+                WHEN v_category OPERATOR(pg_catalog.=) 'MARKETING' THEN 6
+                ELSE 4 END;
+END
+$$;
 
 -- Records outbound messages as queued in their conversations and enqueues their request
 -- bodies, set-based: wa.send_message passes one, wa.send_bulk thousands, and the statements are
@@ -66,18 +75,20 @@ CREATE FUNCTION wa._enqueue_messages(p_tenant uuid, p_phone text, p_wa_ids text[
     SET search_path = pg_catalog, pg_temp
     -- As wa._apply_statuses: planned once per session (every statement probes by key from
     -- the given arrays), index probes only, no JIT compilation.
-    SET plan_cache_mode = force_generic_plan
+    SET plan_cache_mode = force_generic_plan -- saved here, chosen by wa._probe_plan_cache_mode() below
     SET enable_seqscan = off
     SET enable_bitmapscan = off
     SET jit = off
 AS $$
 DECLARE
+    v_now timestamptz := pg_catalog.now();
     v_state text;
     v_phone text := wa._sending_number(p_tenant, p_phone);
     v_contacts uuid[];
     v_conversations uuid[];
     v_inserted uuid[];
 BEGIN
+    PERFORM pg_catalog.set_config('plan_cache_mode', wa._probe_plan_cache_mode(), true);
     SELECT t.state INTO v_state FROM wa.tenants t WHERE t.tenant_id OPERATOR(pg_catalog.=) p_tenant;
     IF v_state NOT IN ('connected', 'action_required') THEN
         RAISE EXCEPTION 'tenant % is not connected', p_tenant
@@ -139,18 +150,21 @@ BEGIN
                                next_attempt_at, priority)
         SELECT p_tenant, 'message', q.message_id, v_phone, q.recipient, q.body,
                CASE WHEN v_state OPERATOR(pg_catalog.=) 'action_required'
-                    THEN 'infinity'::pg_catalog.timestamptz ELSE pg_catalog.now() END,
+                    THEN 'infinity'::pg_catalog.timestamptz ELSE v_now END,
                COALESCE(p_priority,
                         CASE WHEN p_bulk
                              THEN GREATEST(wa._default_priority(p_tenant, q.type, q.content), 5::smallint)
                              ELSE wa._default_priority(p_tenant, q.type, q.content) END)
           FROM queued q
          ORDER BY q.i
+        -- (Unused here: on Citus, an INSERT … SELECT with RETURNING goes through intermediate
+        -- results and INSERTs, not a COPY, which row-level security refuses.)
+        RETURNING 1
     ), opened AS (
         UPDATE wa.conversations v
            SET status = 'open', closed_at = NULL,
-               last_message_at = GREATEST(v.last_message_at, pg_catalog.now()),
-               last_message_preview = l.preview, updated_at = pg_catalog.now()
+               last_message_at = GREATEST(v.last_message_at, v_now),
+               last_message_preview = l.preview, updated_at = v_now
           FROM (SELECT DISTINCT ON (q.conversation_id) q.conversation_id, q.preview
                   FROM queued q
                  ORDER BY q.conversation_id, q.i DESC) l
@@ -195,18 +209,23 @@ END
 $$;
 
 -- Puts a tenant's held messages (token revoked) back in the queue; called on reconnect.
+-- (PL/pgSQL: Citus cannot plan a SQL function's parameters into a distributed statement.)
 CREATE FUNCTION wa._release_held(p_tenant uuid) RETURNS bigint
-    LANGUAGE sql VOLATILE
+    LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
-    WITH released AS (
-        UPDATE wa.outbox o SET next_attempt_at = now()
-         WHERE o.tenant_id OPERATOR(pg_catalog.=) p_tenant
-           AND o.failed_at IS NULL
-           AND o.next_attempt_at OPERATOR(pg_catalog.=) 'infinity'::timestamptz
-        RETURNING 1)
-    SELECT count(*) FROM released;
-END;
+AS $$
+DECLARE
+    v_now timestamptz := pg_catalog.now();
+    v_count bigint;
+BEGIN
+    UPDATE wa.outbox o SET next_attempt_at = v_now
+     WHERE o.tenant_id OPERATOR(pg_catalog.=) p_tenant
+       AND o.failed_at IS NULL
+       AND o.next_attempt_at OPERATOR(pg_catalog.=) 'infinity'::timestamptz;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END
+$$;
 
 -- Sends failed messages again (those that failed before Meta accepted them, i.e. without a
 -- wamid; a message Meta accepted and later reported failed needs a new send). The one place

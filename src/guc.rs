@@ -11,6 +11,7 @@ pub static GRAPH_API_URL: GucSetting<Option<CString>> =
 pub static GRAPH_API_VERSION: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"v25.0"));
 pub static TENANT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static ACTING: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static ALLOW_ANY_DATABASE: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static WORKER_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(4000);
 pub static WORKER_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(32);
@@ -69,6 +70,14 @@ pub fn register() {
         &TENANT_ID,
         GucContext::Userset,
         GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"wa.acting",
+        c"Set by whatsapp_pg's functions: the tenant the transaction acts for, signed (Citus).",
+        c"Carries the caller's scope to the shards on Citus worker nodes; a value set by hand does not verify.",
+        &ACTING,
+        GucContext::Userset,
+        GucFlags::NO_SHOW_ALL,
     );
     int(
         c"wa.worker_batch_size",

@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 
 mod app_config;
 mod authz;
+mod citus;
 mod connect;
 mod error;
 mod graph;
@@ -46,6 +47,8 @@ extension_sql_file!(
     name = "prune",
     requires = ["schema", authz::_caller_is_admin]
 );
+// Where each table goes on a Citus cluster, and wa.distribute().
+extension_sql_file!("../sql/citus.sql", name = "citus", requires = ["schema"]);
 // Row-level security, policies and grants last, when every table and function exists.
 extension_sql_file!("../sql/grants.sql", name = "grants", finalize);
 

@@ -1,7 +1,8 @@
 //! Tenant isolation that does not depend on each function remembering its check: objects are
 //! owned by wa_owner (NOBYPASSRLS), whose row-level security policies bound every SECURITY
 //! DEFINER function to the caller's tenant; connecting a WABA or number is atomic; a
-//! disconnect releases the routes without losing late statuses.
+//! disconnect releases the routes without losing late statuses; deleting a tenant leaves
+//! nothing of it; every table has its place on a Citus cluster, with keys that distribute.
 
 use postgres::Client;
 use serde_json::Value;
@@ -15,8 +16,9 @@ fn one_i64(c: &mut Client, sql: &str, params: &[&(dyn postgres::types::ToSql + S
     c.query_one(sql, params).unwrap().get(0)
 }
 
+/// A tenant with an external reference (`ref-<name>`), so that wa.tenant_refs has its row.
 fn create_tenant(c: &mut Client, name: &str) -> String {
-    c.query_one("SELECT wa.create_tenant($1)::text", &[&name])
+    c.query_one("SELECT wa.create_tenant($1, 'ref-' || $1)::text", &[&name])
         .unwrap()
         .get(0)
 }
@@ -703,4 +705,200 @@ fn wa_app_and_wa_admin_still_use_the_api_through_the_owner() {
         ),
         2
     );
+}
+
+#[test]
+fn deleting_a_tenant_leaves_nothing_of_it_in_any_table_and_frees_its_numbers() {
+    let db = TestDb::new("delete_tenant");
+    let (a, b) = two_tenants(&db);
+    let mut su = db.superuser();
+    let tables = tenant_tables(&mut su);
+    // The tables without a foreign key to wa.tenants (reference tables on Citus) are among them.
+    for t in ["routes", "released_routes", "signup_states", "tenant_refs"] {
+        assert!(tables.iter().any(|x| x == t), "{t} not in {tables:?}");
+    }
+    let counts = |su: &mut Client, tenant: &str| -> Vec<(String, i64)> {
+        tables
+            .iter()
+            .map(|t| {
+                let n = one_i64(
+                    su,
+                    &format!("SELECT count(*) FROM wa.{t} WHERE tenant_id = $1::text::uuid"),
+                    &[&tenant],
+                );
+                (t.clone(), n)
+            })
+            .collect()
+    };
+    assert!(counts(&mut su, &a).iter().all(|(_, n)| *n > 0));
+    let of_b = counts(&mut su, &b);
+
+    // Not for the tenant's own application, even acting for it.
+    let mut app = db.app();
+    app.batch_execute(&format!("SET wa.tenant_id = '{a}'"))
+        .unwrap();
+    let (code, msg) = sql_error(app.query_one("SELECT wa.delete_tenant($1::text::uuid)", &[&a]));
+    assert_eq!(code, "42501", "{msg}");
+
+    let mut admin = db.admin();
+    let deleted: bool = admin
+        .query_one("SELECT wa.delete_tenant($1::text::uuid)", &[&a])
+        .unwrap()
+        .get(0);
+    assert!(deleted);
+    let left: Vec<(String, i64)> = counts(&mut su, &a)
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(left.is_empty(), "rows of the deleted tenant left: {left:?}");
+    assert_eq!(counts(&mut su, &b), of_b, "the other tenant is untouched");
+    let again: bool = admin
+        .query_one("SELECT wa.delete_tenant($1::text::uuid)", &[&a])
+        .unwrap()
+        .get(0);
+    assert!(!again, "a second delete finds nothing");
+
+    // Its number and external reference are free for another tenant.
+    let c: String = su
+        .query_one("SELECT wa.create_tenant('C', 'ref-A')::text", &[])
+        .unwrap()
+        .get(0);
+    connect(&mut su, &c, WABA_A, PHONE_A).unwrap();
+    let routed = one_i64(
+        &mut su,
+        "SELECT count(*) FROM wa.routes WHERE tenant_id = $1::text::uuid",
+        &[&c],
+    );
+    assert_eq!(routed, 2, "the WABA and the number route to the new tenant");
+    // External references stay unique across tenants.
+    let (code, msg) = sql_error(su.query_one("SELECT wa.create_tenant('D', 'ref-B')", &[]));
+    assert_eq!(code, "23505", "{msg}");
+    assert!(msg.contains("ref-B"), "{msg}");
+}
+
+/// Every table of schema wa has its place on a Citus cluster (wa.citus_layout(), read by
+/// wa.distribute()), and each place's rules hold in the schema itself, so that a new table or
+/// key that would not distribute fails here, on a plain PostgreSQL.
+#[test]
+fn every_table_has_a_citus_placement_whose_rules_the_schema_keeps() {
+    let db = TestDb::new("citus_audit");
+    let mut su = db.superuser();
+    let rows = |su: &mut Client, sql: &str| -> Vec<String> {
+        su.query(sql, &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    let unplaced = rows(
+        &mut su,
+        "SELECT c.relname::text FROM pg_class c
+          WHERE c.relnamespace = 'wa'::regnamespace AND c.relkind IN ('r', 'p')
+            AND c.oid NOT IN (SELECT relation FROM wa.citus_layout())",
+    );
+    assert!(
+        unplaced.is_empty(),
+        "tables without a placement: {unplaced:?}"
+    );
+    let places = rows(
+        &mut su,
+        "SELECT DISTINCT placement FROM wa.citus_layout() ORDER BY 1",
+    );
+    assert_eq!(places, ["distributed", "local", "reference"]);
+    // Distributed tables: tenant_id NOT NULL, and every primary key, unique constraint and
+    // unique index leads with it (Citus enforces uniqueness per shard only).
+    let bad_keys = rows(
+        &mut su,
+        "SELECT l.relation::text || ': ' || i.indexrelid::regclass::text
+           FROM wa.citus_layout() l JOIN pg_index i ON i.indrelid = l.relation
+          WHERE l.placement = 'distributed' AND i.indisunique
+            AND (SELECT a.attname FROM pg_attribute a
+                  WHERE a.attrelid = l.relation AND a.attnum = i.indkey[0]) IS DISTINCT FROM 'tenant_id'",
+    );
+    assert!(
+        bad_keys.is_empty(),
+        "unique keys not led by tenant_id: {bad_keys:?}"
+    );
+    let nullable = rows(
+        &mut su,
+        "SELECT l.relation::text FROM wa.citus_layout() l
+          WHERE l.placement = 'distributed'
+            AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = l.relation
+                             AND a.attname = 'tenant_id' AND a.attnotnull)",
+    );
+    assert!(
+        nullable.is_empty(),
+        "without tenant_id NOT NULL: {nullable:?}"
+    );
+    // Foreign keys, with the placements of both ends: a reference or local table never points
+    // at a distributed one; a distributed table points only at distributed tables, tenant_id
+    // first on both sides (colocated joins), never at a local one.
+    let fks = |su: &mut Client, label: &str, condition: &str| -> Vec<String> {
+        rows(
+            su,
+            &format!(
+                "SELECT k.conrelid::regclass::text || ' {label} ' || k.confrelid::regclass::text
+                   FROM pg_constraint k
+                   JOIN wa.citus_layout() f ON f.relation = k.conrelid
+                   JOIN wa.citus_layout() t ON t.relation = k.confrelid
+                  WHERE k.contype = 'f' AND ({condition})"
+            ),
+        )
+    };
+    let bad_fks = fks(
+        &mut su,
+        "->",
+        "(f.placement <> 'distributed' AND t.placement = 'distributed')
+         OR (f.placement = 'distributed' AND t.placement = 'local')
+         OR (f.placement = 'distributed' AND t.placement = 'distributed'
+             AND ((SELECT a.attname FROM pg_attribute a
+                    WHERE a.attrelid = k.conrelid AND a.attnum = k.conkey[1]) <> 'tenant_id'
+               OR (SELECT a.attname FROM pg_attribute a
+                    WHERE a.attrelid = k.confrelid AND a.attnum = k.confkey[1]) <> 'tenant_id'))",
+    );
+    assert!(
+        bad_fks.is_empty(),
+        "foreign keys that cannot distribute: {bad_fks:?}"
+    );
+    // Parents are placed before the tables that point at them.
+    let misordered = fks(
+        &mut su,
+        "before",
+        "k.conrelid <> k.confrelid AND f.step <= t.step",
+    );
+    assert!(misordered.is_empty(), "{misordered:?}");
+    // Local tables name no tenant: one that did would belong on the shards.
+    let local_with_tenant = rows(
+        &mut su,
+        "SELECT l.relation::text FROM wa.citus_layout() l
+          WHERE l.placement = 'local'
+            AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = l.relation
+                         AND a.attname = 'tenant_id' AND NOT a.attisdropped)",
+    );
+    assert!(local_with_tenant.is_empty(), "{local_with_tenant:?}");
+    // Row-level security policies hold no subqueries (Citus refuses them on its tables).
+    let subqueries = rows(
+        &mut su,
+        "SELECT p.tablename::text || '.' || p.policyname::text
+           FROM pg_policies p JOIN wa.citus_layout() l ON l.relation = ('wa.' || p.tablename)::regclass
+          WHERE p.schemaname = 'wa' AND l.placement <> 'local'
+            AND (p.qual ~* 'select' OR p.with_check ~* 'select')",
+    );
+    assert!(
+        subqueries.is_empty(),
+        "policies with subqueries: {subqueries:?}"
+    );
+
+    // Without Citus, wa.distribute() says so and changes nothing; it is not for wa_admin.
+    let (code, msg) = sql_error_text(su.query("SELECT * FROM wa.distribute()", &[]));
+    assert_eq!(code, "0A000", "{msg}");
+    assert!(msg.contains("needs Citus"), "{msg}");
+    let mut admin = db.admin();
+    let (code, _) = sql_error(admin.query("SELECT * FROM wa.distribute()", &[]));
+    assert_eq!(code, "42501");
+    let placed: i64 = admin
+        .query_one("SELECT count(*) FROM wa.citus_layout()", &[])
+        .unwrap()
+        .get(0);
+    assert!(placed >= 20, "{placed}");
 }

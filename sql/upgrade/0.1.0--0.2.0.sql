@@ -6,7 +6,7 @@
 -- New columns go at the end of their tables, where sql/schema.sql puts them too.
 
 -- Policies, views, functions and standalone row types of 0.1.0: the appended part defines the
--- 0.2.0 ones. (wa.current_tenant_id() stays: it is unchanged and defined with the tables.)
+-- 0.2.0 ones. (wa.current_tenant_id() stays, defined with the tables: it is replaced below.)
 -- Privileges on tables and sequences are granted again by sql/grants.sql.
 DO $drop$
 DECLARE
@@ -66,6 +66,11 @@ BEGIN
     END LOOP;
 END
 $drop$;
+-- Without a SET clause, so that the planner inlines it into the row-level security policies,
+-- which no longer wrap it in a subquery (Citus refuses those). Its body is bound when created.
+CREATE OR REPLACE FUNCTION wa.current_tenant_id() RETURNS uuid
+    LANGUAGE sql STABLE PARALLEL SAFE
+    RETURN NULLIF(pg_catalog.current_setting('wa.tenant_id', true), '')::pg_catalog.uuid;
 REVOKE ALL ON ALL TABLES IN SCHEMA wa FROM wa_admin, wa_app;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA wa FROM wa_admin, wa_app;
 
@@ -75,15 +80,27 @@ ALTER TABLE wa.app_config ADD COLUMN database_name text DEFAULT pg_catalog.curre
 -- Every tenant gets its own random events channel (the default is evaluated row by row).
 ALTER TABLE wa.tenants
     ADD COLUMN sending_paused_at timestamptz,
-    ADD COLUMN events_channel text NOT NULL UNIQUE
+    ADD COLUMN events_channel text NOT NULL
         DEFAULT ('wa_' OPERATOR(pg_catalog.||)
                  pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', ''));
 CREATE INDEX tenants_sending_paused_idx ON wa.tenants (tenant_id) WHERE sending_paused_at IS NOT NULL;
 
+-- Shaped for Citus (sql/citus.sql): the external references' uniqueness moves to a table of its
+-- own, and the tables that become reference tables lose their foreign keys to wa.tenants
+-- (wa.delete_tenant empties them).
+CREATE TABLE wa.tenant_refs (
+    external_ref         text PRIMARY KEY CHECK (external_ref <> ''),
+    tenant_id            uuid NOT NULL UNIQUE
+);
+INSERT INTO wa.tenant_refs (external_ref, tenant_id)
+SELECT t.external_ref, t.tenant_id FROM wa.tenants t WHERE t.external_ref IS NOT NULL;
+ALTER TABLE wa.tenants DROP CONSTRAINT tenants_external_ref_key;
+ALTER TABLE wa.routes DROP CONSTRAINT routes_tenant_id_fkey;
+
 CREATE TABLE wa.released_routes (
     kind                 text NOT NULL CHECK (kind IN ('waba', 'phone_number')),
     external_id          text NOT NULL,
-    tenant_id            uuid NOT NULL REFERENCES wa.tenants ON DELETE CASCADE,
+    tenant_id            uuid NOT NULL,
     released_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (kind, external_id, tenant_id)
 );
@@ -153,7 +170,7 @@ ALTER TABLE wa.signups
     ADD COLUMN keeps_connection boolean NOT NULL DEFAULT false;
 
 CREATE TABLE wa.signup_states (
-    tenant_id            uuid NOT NULL REFERENCES wa.tenants ON DELETE CASCADE,
+    tenant_id            uuid NOT NULL,
     state_sha256         text NOT NULL CHECK (state_sha256 ~ '^[0-9a-f]{64}$'),
     signup_attempt_id    uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
     created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -165,6 +182,7 @@ CREATE TABLE wa.signup_states (
 -- wa.complete_signup finds a state by its hash alone (the browser does not name the tenant).
 CREATE UNIQUE INDEX signup_states_sha256_idx ON wa.signup_states (state_sha256);
 
+SELECT pg_catalog.pg_extension_config_dump('wa.tenant_refs', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.released_routes', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.parked_parts', '');
 SELECT pg_catalog.pg_extension_config_dump('wa.signup_states', '');

@@ -317,6 +317,7 @@ fn reapply(sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> WaResult<i64> {
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn reprocess_webhooks(since: pgrx::datum::TimestampWithTimeZone) -> pgrx::JsonB {
+    crate::authz::act_for(None).or_raise();
     reapply(
         "SELECT e.webhook_event_id, COALESCE(e.payload::pg_catalog.text, e.raw_body)
            FROM wa.webhook_events e
@@ -341,7 +342,9 @@ fn ingest_unsigned(payload: Option<JsonbArg>) -> WaResult<pgrx::JsonB> {
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn ingest_webhook(payload: Option<JsonbArg>) -> pgrx::JsonB {
-    ingest_unsigned(payload).or_raise()
+    crate::authz::act_for(None)
+        .and_then(|()| ingest_unsigned(payload))
+        .or_raise()
 }
 
 fn signature_reason(e: &SignatureError) -> &'static str {
@@ -375,7 +378,9 @@ fn ingest_signed(body: &str, signature_header: Option<&str>) -> WaResult<pgrx::J
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn ingest_signed_webhook(body: &str, signature: Option<&str>) -> pgrx::JsonB {
-    ingest_signed(body, signature).or_raise()
+    crate::authz::act_for(None)
+        .and_then(|()| ingest_signed(body, signature))
+        .or_raise()
 }
 
 fn verify(mode: Option<&str>, token: Option<&str>, challenge: Option<&str>) -> WaResult<String> {

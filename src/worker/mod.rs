@@ -207,7 +207,16 @@ pub extern "C-unwind" fn wa_worker_main(_arg: pg_sys::Datum) {
         // UPDATE; after a downgrade of the library, for the library it was updated to).
         let version = installed_version().ok().flatten();
         if version.as_deref() == Some(LIBRARY_VERSION) {
-            if identity::become_wa_worker() {
+            if citus_worker_node() {
+                // The coordinator's worker sends for every shard (docs/SCALING.md).
+                if told.as_deref() != Some("citus worker node") {
+                    log!(
+                        "whatsapp_pg worker for database \"{database}\" stays idle: this is a \
+                         Citus worker node, and the coordinator's worker sends"
+                    );
+                    told = Some("citus worker node".into());
+                }
+            } else if identity::become_wa_worker() {
                 break;
             }
         } else if let Some(v) = version
@@ -267,6 +276,21 @@ const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// or dropped); `Err` when the lookup itself failed.
 fn installed_version() -> Result<Option<String>, String> {
     txn::run(|| Spi::get_one::<String>(sql::INSTALLED_VERSION))?.map_err(|e| e.to_string())
+}
+
+/// Whether this database is on a Citus worker node, where the worker must not send: the
+/// coordinator's claims cover every shard. False when the lookup fails (no Citus).
+fn citus_worker_node() -> bool {
+    txn::run(|| {
+        let present = Spi::get_one::<bool>(sql::CITUS_PRESENT)?.unwrap_or(false);
+        if !present {
+            return Ok(false);
+        }
+        Spi::get_one::<bool>(sql::CITUS_WORKER_NODE).map(|w| w.unwrap_or(false))
+    })
+    .ok()
+    .and_then(Result::ok)
+    .unwrap_or(false)
 }
 
 /// Exits so that the postmaster starts the worker again after its restart time: whoever

@@ -22,6 +22,16 @@ pub const INSTALLED_VERSION: &str = "
 SELECT (SELECT e.extversion FROM pg_catalog.pg_extension e
          WHERE e.extname OPERATOR(pg_catalog.=) 'whatsapp_pg')";
 
+/// Whether Citus' catalog of node groups is there (the citus extension exists).
+pub const CITUS_PRESENT: &str = "
+SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_local_group') IS NOT NULL
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'citus')";
+
+/// Whether this node is a Citus worker node (group 0 is the coordinator's); run only when
+/// `CITUS_PRESENT`.
+pub const CITUS_WORKER_NODE: &str = "
+SELECT g.groupid OPERATOR(pg_catalog.<>) 0 FROM pg_catalog.pg_dist_local_group g";
+
 /// Claims due outbox rows, at most `$1`, at most `$4` (or the number's budget in the `$3`
 /// object) per number, none for the exhausted numbers `$2`, the tenants `$6` whose token
 /// cannot be decrypted now or the rows `$7` whose outcome the worker still holds, and leases

@@ -204,6 +204,12 @@ expect "the pending status is kept" "wamid.not-known-yet delivered" "SELECT wami
 expect "the conversation with the guest" "1 Can I check in early?" \
     "SELECT c.unread_count || ' ' || (m.content->'text'->>'body') FROM wa.conversations c JOIN wa.messages m USING (tenant_id, conversation_id) WHERE m.direction = 'inbound'"
 expect "each tenant has its own events channel" "2" "SELECT count(DISTINCT events_channel) FROM wa.tenants"
+expect "the external references moved to wa.tenant_refs" "hotel-a shop-b" \
+    "SELECT string_agg(r.external_ref, ' ' ORDER BY r.external_ref) FROM wa.tenant_refs r JOIN wa.tenants t ON t.tenant_id = r.tenant_id AND t.external_ref = r.external_ref"
+if up -c "SELECT wa.create_tenant('Another A', 'hotel-a')" >/dev/null 2>&1; then
+    fail "a second tenant got the external reference hotel-a after the update"
+fi
+say "ok: external references stay unique across tenants"
 expect "sending is not paused in the upgraded database" "$UP_DB" "SELECT database_name FROM wa.app_config"
 # The app secret opens: a webhook signed with it is accepted, one signed otherwise is not.
 read_payload=$(up -c "SELECT ($(status_payload "$a_phone" "$a_waba" read))::text")

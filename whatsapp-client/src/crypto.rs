@@ -198,6 +198,24 @@ impl Keyring {
             .map_err(|_| CryptoError::AuthenticationFailed)
     }
 
+    /// A MAC of `message` under the active key, for `purpose` (each purpose has a key of its
+    /// own, derived from the master key, so a MAC made for one never verifies for another).
+    /// Returns the key id with the MAC (hex).
+    pub fn sign(&self, purpose: &str, message: &[u8]) -> Result<(&str, String), CryptoError> {
+        let key = self.keys.last().ok_or(CryptoError::Malformed)?;
+        Ok((key.id.as_str(), hex::encode(mac(key, purpose, message)?)))
+    }
+
+    /// Whether `mac_hex` is [`Keyring::sign`]'s MAC of `message` for `purpose` under key
+    /// `key_id` (compared in constant time). An unknown key id or malformed MAC is false.
+    pub fn verify(&self, key_id: &str, purpose: &str, message: &[u8], mac_hex: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let (Some(key), Ok(given)) = (self.find(key_id), hex::decode(mac_hex)) else {
+            return false;
+        };
+        mac(key, purpose, message).is_ok_and(|m| bool::from(m.as_slice().ct_eq(&given)))
+    }
+
     /// Decrypts with whatever key the envelope names and re-encrypts under the active key.
     /// Returns `None` when the envelope already uses the active key. Either way the envelope
     /// is opened first, so a wrong key is reported rather than passed over.
@@ -211,6 +229,21 @@ impl Keyring {
         plaintext.zeroize();
         fresh.map(Some)
     }
+}
+
+/// HMAC-SHA256 of `message` under a key derived for `purpose`: HMAC(master, "mac/" purpose).
+fn mac(key: &MasterKey, purpose: &str, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    use hmac::{Hmac, Mac};
+    type H = Hmac<sha2::Sha256>;
+    let mut derive =
+        <H as Mac>::new_from_slice(key.key.as_slice()).map_err(|_| CryptoError::Malformed)?;
+    derive.update(b"mac/");
+    derive.update(purpose.as_bytes());
+    let derived = Zeroizing::new(derive.finalize().into_bytes().to_vec());
+    let mut m =
+        <H as Mac>::new_from_slice(derived.as_slice()).map_err(|_| CryptoError::Malformed)?;
+    m.update(message);
+    Ok(m.finalize().into_bytes().to_vec())
 }
 
 fn header(key_id: &str) -> Vec<u8> {
@@ -260,6 +293,28 @@ mod tests {
         assert_eq!(
             ring.decrypt(b"tenant-b/business_token", &sealed),
             Err(CryptoError::AuthenticationFailed)
+        );
+    }
+
+    #[test]
+    fn macs_verify_only_for_their_key_purpose_and_message() {
+        let both = Keyring::parse(&format!("{K1}\n{K2_HEX}")).unwrap();
+        let (id, mac) = both.sign("acting", b"tenant-a|1790000000").unwrap();
+        assert_eq!(id, "k2", "the active key signs");
+        assert!(both.verify(id, "acting", b"tenant-a|1790000000", &mac));
+        assert!(!both.verify(id, "acting", b"tenant-b|1790000000", &mac));
+        assert!(!both.verify(id, "other", b"tenant-a|1790000000", &mac));
+        assert!(!both.verify("k1", "acting", b"tenant-a|1790000000", &mac));
+        assert!(!both.verify("k9", "acting", b"tenant-a|1790000000", &mac));
+        assert!(!both.verify(id, "acting", b"tenant-a|1790000000", "zz"));
+        // A ring that still holds the old key verifies what it signed.
+        let old = Keyring::parse(K1).unwrap();
+        let (id1, mac1) = old.sign("acting", b"m").unwrap();
+        assert!(both.verify(id1, "acting", b"m", &mac1));
+        assert!(
+            !Keyring::parse(K2_HEX)
+                .unwrap()
+                .verify(id1, "acting", b"m", &mac1)
         );
     }
 

@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# whatsapp_pg on a real two-node Citus cluster (docs/SCALING.md), as a DBA sets it up:
+#   1. Citus 13.2.2 built and installed into the system PostgreSQL 15 from the source tarball
+#      of ../shared/citus (its build.sh; nothing of Citus is in this repo);
+#   2. two clusters on two ports, both preloading citus and whatsapp_pg: a coordinator and a
+#      worker node; CREATE EXTENSION citus on both, the worker added to the coordinator;
+#   3. CREATE EXTENSION whatsapp_pg on the coordinator (Citus creates it on the worker too),
+#      then wa.distribute(): every table placed as wa.citus_layout() says, the distributed
+#      ones colocated with wa.tenants, with shards on both nodes; a second run changes nothing;
+#   4. tenants spread over both nodes, found again by tenant from the coordinator;
+#   5. eight tenants created and connected through the API (graph-sim answering), their rows
+#      on both nodes; a host app's role acting for one tenant, through a SECURITY DEFINER
+#      function that forgets its check, sees its own rows and no other tenant's, whichever
+#      node holds either; a scope forged by hand does not verify on the worker node.
+# Sending, ingest and the worker on Citus are not covered yet (docs/SCALING.md, "Not yet").
+# Run by `make citus-test` (part of `make test`); needs the current build installed.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+PGBIN=/usr/lib/postgresql/15/bin
+DB=wa_citus
+COORD_DIR=/var/tmp/whatsapp_pg-citus-coordinator COORD_PORT=55450
+WORKER_DIR=/var/tmp/whatsapp_pg-citus-worker WORKER_PORT=55451
+SIM_PORT=18096 SIM=http://127.0.0.1:18096
+APP_SECRET=citus-test-secret
+
+say() { printf '\033[1m[citus-test]\033[0m %s\n' "$*"; }
+fail() { echo "citus-test: FAILED: $*" >&2; exit 1; }
+
+# The Citus sources live beside the project (../shared/citus), or where WA_CITUS_SRC says.
+citus_src=""
+for d in "${WA_CITUS_SRC:-}" ../shared/citus /work/shared/citus; do
+    if [ -n "$d" ] && [ -f "$d/build.sh" ]; then citus_src=$d; break; fi
+done
+[ -n "$citus_src" ] || fail "no Citus sources: set WA_CITUS_SRC to the folder of citus' build.sh (../shared/citus)"
+say "Citus from $citus_src"
+bash "$citus_src/build.sh"
+
+cluster() { # dir port action
+    WA_CLUSTER_DIR=$1 WA_PORT=$2 WA_DATABASE=$DB WA_GRAPH_API_URL=$SIM \
+        WA_EXTRA_CONF="shared_preload_libraries = 'citus,whatsapp_pg'
+max_prepared_transactions = 100" \
+        scripts/cluster.sh "$3" >/dev/null
+}
+sim() { curl -fsS -X "$1" "$SIM/_sim/$2" -H 'Content-Type: application/json' ${3:+-d "$3"}; }
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {'d': d}))" "$1"; }
+stop_all() {
+    cluster "$COORD_DIR" "$COORD_PORT" stop
+    cluster "$WORKER_DIR" "$WORKER_PORT" stop
+    [ -n "${sim_pid:-}" ] && kill "$sim_pid" 2>/dev/null || true
+}
+trap stop_all EXIT
+cargo build -q -p graph-sim
+"${CARGO_TARGET_DIR:-target}/debug/graph-sim" --listen "127.0.0.1:$SIM_PORT" --app-secret "$APP_SECRET" \
+    --no-webhooks --rate-limit-per-number off --pair-rate-limit off >/var/tmp/whatsapp_pg-citus-graph-sim.log 2>&1 &
+sim_pid=$!
+for _ in $(seq 1 100); do curl -fsS "$SIM/_sim/health" >/dev/null 2>&1 && break; sleep 0.1; done
+cluster "$COORD_DIR" "$COORD_PORT" destroy
+cluster "$WORKER_DIR" "$WORKER_PORT" destroy
+cluster "$COORD_DIR" "$COORD_PORT" start
+# Every node has the same key file: the coordinator signs what the worker node verifies.
+install -d -o postgres -g postgres -m 0700 "$WORKER_DIR"
+install -o postgres -g postgres -m 0600 "$COORD_DIR/master.key" "$WORKER_DIR/master.key"
+cluster "$WORKER_DIR" "$WORKER_PORT" start
+coord() { "$PGBIN/psql" -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$COORD_PORT" -U postgres -d "$DB" -Atq "$@"; }
+worker() { "$PGBIN/psql" -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$WORKER_PORT" -U postgres -d "$DB" -Atq "$@"; }
+expect() { # what got want
+    [ "$2" = "$3" ] || fail "$1: got '$2', want '$3'"
+}
+wait_until() { # what seconds sql-returning-t
+    for _ in $(seq 1 $(($2 * 10))); do [ "$(coord -c "$3")" = t ] && return 0; sleep 0.1; done
+    fail "timed out waiting for $1"
+}
+
+say "two nodes: coordinator :$COORD_PORT, worker :$WORKER_PORT"
+worker -c "CREATE EXTENSION citus"
+# The coordinator holds shards too, so that tenants lie on both nodes.
+coord -c "CREATE EXTENSION citus" \
+      -c "SELECT citus_set_coordinator_host('127.0.0.1', $COORD_PORT)" \
+      -c "SELECT citus_set_node_property('127.0.0.1', $COORD_PORT, 'shouldhaveshards', true)" \
+      -c "SELECT citus_add_node('127.0.0.1', $WORKER_PORT)" >/dev/null
+expect "active worker nodes" "$(coord -c "SELECT count(*) FROM citus_get_active_worker_nodes()")" 1
+
+say "CREATE EXTENSION whatsapp_pg, then wa.distribute()"
+coord -c "CREATE EXTENSION whatsapp_pg"
+expect "whatsapp_pg on the worker node" \
+    "$(worker -c "SELECT extversion FROM pg_extension WHERE extname = 'whatsapp_pg'")" \
+    "$(coord -c "SELECT extversion FROM pg_extension WHERE extname = 'whatsapp_pg'")"
+first=$(coord -c "SELECT placement || ':' || done FROM wa.distribute() GROUP BY 1 ORDER BY 1" | paste -sd' ')
+expect "first wa.distribute()" "$first" \
+    "distributed:distributed by tenant_id local:kept local reference:made a reference table"
+
+# Citus' own catalog agrees with wa.citus_layout(), table by table.
+mismatched=$(coord -c "
+    SELECT l.relation::text || ' (' || l.placement || ', citus: '
+           || COALESCE(p.partmethod::text, 'none') || ')'
+      FROM wa.citus_layout() l
+      LEFT JOIN pg_dist_partition p ON p.logicalrelid = l.relation
+     WHERE NOT CASE l.placement
+               WHEN 'distributed' THEN p.partmethod = 'h'
+                    AND pg_catalog.column_to_column_name(p.logicalrelid, p.partkey) = 'tenant_id'
+                    AND p.colocationid = (SELECT colocationid FROM pg_dist_partition
+                                           WHERE logicalrelid = 'wa.tenants'::regclass)
+               WHEN 'reference' THEN p.partmethod = 'n' AND p.repmodel = 't'
+               ELSE p.logicalrelid IS NULL END")
+[ -z "$mismatched" ] || fail "placements differ from wa.citus_layout(): $mismatched"
+expect "tables in schema wa that Citus knows but the layout does not" "$(coord -c "
+    SELECT count(*) FROM pg_dist_partition p JOIN pg_class c ON c.oid = p.logicalrelid
+     WHERE c.relnamespace = 'wa'::regnamespace
+       AND p.logicalrelid NOT IN (SELECT relation FROM wa.citus_layout())")" 0
+nodes_holding() { # placement: the fewest nodes holding a placement of one such table
+    coord -c "
+    SELECT min(n) FROM (SELECT count(DISTINCT p.nodeport) AS n
+                          FROM wa.citus_layout() l
+                          JOIN pg_dist_shard s ON s.logicalrelid = l.relation
+                          JOIN pg_dist_shard_placement p ON p.shardid = s.shardid
+                         WHERE l.placement = '$1' GROUP BY l.relation) x"
+}
+expect "nodes holding shards of every distributed table" "$(nodes_holding distributed)" 2
+expect "reference tables on both nodes" "$(nodes_holding reference)" 2
+second=$(coord -c "SELECT placement || ':' || done FROM wa.distribute() GROUP BY 1 ORDER BY 1" | paste -sd' ')
+expect "second wa.distribute()" "$second" \
+    "distributed:already placed local:kept local reference:already placed"
+
+# The worker node's background worker stays idle: the coordinator's sends for every shard.
+for _ in $(seq 1 100); do
+    grep -q "stays idle: this is a Citus worker node" "$WORKER_DIR/postgres.log" && break
+    sleep 0.1
+done
+grep -q "stays idle: this is a Citus worker node" "$WORKER_DIR/postgres.log" \
+    || fail "the worker node's background worker did not say it stays idle"
+if grep -q "stays idle: this is a Citus worker node" "$COORD_DIR/postgres.log"; then
+    fail "the coordinator's background worker took itself for a worker node's"
+fi
+# A worker that serves writes its heartbeat; the idle one never does.
+wait_until "the coordinator's worker to serve" 30 "SELECT count(*) = 1 FROM wa.worker_state WHERE heartbeat_at IS NOT NULL"
+expect "heartbeats of a worker on the worker node" "$(worker -c "SELECT count(*) FROM wa.worker_state WHERE heartbeat_at IS NOT NULL")" 0
+
+say "tenants spread over both nodes"
+coord -c "INSERT INTO wa.tenants (name) SELECT 'tenant ' || g FROM generate_series(1, 40) g"
+per_node=$(coord -c "
+    SELECT count(*) FILTER (WHERE rows > 0)
+      FROM (SELECT nodeport, sum(result::int) AS rows
+              FROM run_command_on_placements('wa.tenants', 'SELECT count(*) FROM %s')
+             GROUP BY nodeport) x")
+expect "nodes holding tenants" "$per_node" 2
+# Each tenant is found from the coordinator by its id (a query routed to one shard).
+found=$(coord -c "
+    SELECT count(*) FROM (SELECT tenant_id FROM wa.tenants) t
+     WHERE EXISTS (SELECT 1 FROM wa.tenants x WHERE x.tenant_id = t.tenant_id)")
+expect "tenants found by id" "$found" 40
+coord -c "DELETE FROM wa.tenants"
+
+say "tenants created and connected through the API, on both nodes; isolation on every shard"
+coord -c "SELECT wa.configure_app('1234567890123456', '$APP_SECRET', 'verify-me', '987654321')" >/dev/null
+tenants=() phones=()
+for i in $(seq 1 8); do
+    t=$(coord -c "SELECT wa.create_tenant('Hotel $i', 'hotel-$i')")
+    s=$(sim POST signups "{\"verified_name\":\"Hotel $i\",\"display_phone_number\":\"+1 555-020-$((1000 + i))\",\"token\":true}")
+    phone=$(echo "$s" | json "d['phone_number_id']")
+    coord -c "SELECT wa.connect_tenant('$t', '$(echo "$s" | json "d['waba_id']")', '$phone', '$(echo "$s" | json "d['access_token']")')->>'state'" >/dev/null
+    tenants+=("$t") phones+=("$phone")
+done
+expect "tenants connected" "$(coord -c "SELECT count(*) FROM wa.tenants WHERE state = 'connected'")" 8
+expect "nodes holding connected tenants" "$(coord -c "
+    SELECT count(*) FILTER (WHERE rows > 0)
+      FROM (SELECT nodeport, sum(result::int) AS rows
+              FROM run_command_on_placements('wa.tenants', 'SELECT count(*) FROM %s WHERE state = ''connected''')
+             GROUP BY nodeport) x")" 2
+# Tenant isolation on the shards of both nodes. A host application's role (wa_app), acting for
+# one tenant, calls a SECURITY DEFINER function that checks nothing (owned by wa_owner like the
+# extension's own): the owner's policies still bound it to that tenant's rows, on the
+# coordinator's shards and the worker node's alike. The tenant's scope reaches the worker node
+# signed (wa.acting, set by wa._authorize_tenant); a scope set by hand does not verify there.
+coord -c "CREATE ROLE citus_test_app LOGIN IN ROLE wa_app"
+coord -c "
+CREATE FUNCTION wa.forgetful_count(p_table text, p_tenant uuid) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS \$\$ DECLARE n bigint; BEGIN
+    EXECUTE pg_catalog.format('SELECT count(*) FROM wa.%I WHERE tenant_id = \$1', p_table) INTO n USING p_tenant;
+    RETURN n; END \$\$;
+REVOKE ALL ON FUNCTION wa.forgetful_count(text, uuid) FROM PUBLIC;
+ALTER FUNCTION wa.forgetful_count(text, uuid) OWNER TO wa_owner;
+GRANT EXECUTE ON FUNCTION wa.forgetful_count(text, uuid) TO wa_app;"
+app() { # tenant sql...: as the host app, in one transaction acting for the tenant
+    local t=$1; shift
+    local args=()
+    for q in "$@"; do args+=(-c "$q"); done
+    "$PGBIN/psql" -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$COORD_PORT" -U citus_test_app -d "$DB" -Atq \
+        -c "BEGIN" -c "SET LOCAL wa.tenant_id = '$t'" "${args[@]}" -c "COMMIT"
+}
+node_of() { coord -c "SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = get_shard_id_for_distribution_column('wa.tenants', '$1')"; }
+remote=() local_=()
+for t in "${tenants[@]}"; do
+    if [ "$(node_of "$t")" = "$WORKER_PORT" ]; then remote+=("$t"); else local_+=("$t"); fi
+done
+[ ${#remote[@]} -gt 0 ] && [ ${#local_[@]} -gt 0 ] || fail "tenants on one node only: ${#remote[@]} remote, ${#local_[@]} local"
+for pair in "${remote[0]} ${local_[0]}" "${local_[0]} ${remote[0]}" "${remote[0]} ${remote[1]:-${local_[1]}}"; do
+    set -- $pair
+    for table in tenants phone_numbers credentials routes tenant_refs account_events; do
+        got=$(app "$1" "SELECT wa.connection_status('$1')->>'state'" "SELECT wa.forgetful_count('$table', '$1') > 0, wa.forgetful_count('$table', '$2')" | tail -1)
+        expect "wa.$table through a forgetful function: own rows seen, another tenant's (node :$(node_of "$2")) not" "$got" "t|0"
+    done
+done
+# A scope written by hand (all tenants, a far expiry, a made-up MAC) does not verify.
+got=$(app "${remote[0]}" "SET LOCAL citus.propagate_set_commands = 'local'" \
+    "SET LOCAL wa.acting = '*|9999999999|k1|$(printf '0%.0s' $(seq 1 64))'" \
+    "SELECT wa.forgetful_count('tenants', '${remote[1]:-${local_[0]}}')" | tail -1)
+expect "another tenant's row under a forged scope" "$got" 0
+
+say "enqueue and reads through the API, on both nodes"
+for i in "${!tenants[@]}"; do
+    t=${tenants[$i]}
+    app "$t" "SELECT wa.send_text('$t', '1555030$((1000 + i))', 'Your room is ready')" \
+             "SELECT count(*) FROM wa.send_bulk('$t', ARRAY['1555031$((1000 + i))', '1555032$((1000 + i))'],
+                                               '{\"type\": \"text\", \"text\": {\"body\": \"Breakfast is served\"}}')" >/dev/null
+done
+expect "messages queued" "$(coord -c "SELECT count(*) FROM wa.messages WHERE status = 'queued'")" 24
+expect "outbox rows" "$(coord -c "SELECT count(*) FROM wa.outbox WHERE kind = 'message'")" 24
+for i in "${!tenants[@]}"; do
+    t=${tenants[$i]}
+    expect "tenant $((i + 1)) (node :$(node_of "$t")): its conversations, through the API" \
+        "$(app "$t" "SELECT count(*) FROM wa.conversations('$t')" | tail -1)" 3
+    expect "tenant $((i + 1)): its messages, through the API" \
+        "$(app "$t" "SELECT count(*) FROM wa.messages((SELECT conversation_id FROM wa.conversations('$t') LIMIT 1))" | tail -1)" 1
+    expect "tenant $((i + 1)): wa.messages read directly, under row-level security" \
+        "$(app "$t" "SELECT count(*) FROM wa.messages" | tail -1)" 3
+done
+say "passed"
