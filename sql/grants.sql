@@ -138,6 +138,10 @@ GRANT EXECUTE ON FUNCTION wa.citus_layout() TO wa_admin;
 --
 -- The worker (wa_worker) runs its SQL directly, under its own grants below.
 GRANT USAGE ON SCHEMA wa TO wa_owner, wa_worker;
+-- The owner of every table may create in the schema: Citus creates the shards of a table on a
+-- node added later (the copies of the reference tables, the shards a rebalance moves) as the
+-- table's owner. No function of the extension runs DDL as wa_owner.
+GRANT CREATE ON SCHEMA wa TO wa_owner;
 
 DO $policies$
 DECLARE

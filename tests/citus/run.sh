@@ -11,7 +11,10 @@
 #   5. eight tenants created and connected through the API (graph-sim answering), their rows
 #      on both nodes; a host app's role acting for one tenant, through a SECURITY DEFINER
 #      function that forgets its check, sees its own rows and no other tenant's, whichever
-#      node holds either; a scope forged by hand does not verify on the worker node.
+#      node holds either; a scope forged by hand does not verify on the worker node; enqueue
+#      and reads through the API and the tables;
+#   6. a third node added, then rebalance_table_shards: the added node gets the extension and
+#      shards, nothing is lost, and every tenant still enqueues and reads, isolated.
 # Sending, ingest and the worker on Citus are not covered yet (docs/SCALING.md, "Not yet").
 # Run by `make citus-test` (part of `make test`); needs the current build installed.
 set -euo pipefail
@@ -22,6 +25,7 @@ PGBIN=/usr/lib/postgresql/15/bin
 DB=wa_citus
 COORD_DIR=/var/tmp/whatsapp_pg-citus-coordinator COORD_PORT=55450
 WORKER_DIR=/var/tmp/whatsapp_pg-citus-worker WORKER_PORT=55451
+NEW_DIR=/var/tmp/whatsapp_pg-citus-added NEW_PORT=55452
 SIM_PORT=18096 SIM=http://127.0.0.1:18096
 APP_SECRET=citus-test-secret
 
@@ -48,6 +52,7 @@ json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.arg
 stop_all() {
     cluster "$COORD_DIR" "$COORD_PORT" stop
     cluster "$WORKER_DIR" "$WORKER_PORT" stop
+    cluster "$NEW_DIR" "$NEW_PORT" stop
     [ -n "${sim_pid:-}" ] && kill "$sim_pid" 2>/dev/null || true
 }
 trap stop_all EXIT
@@ -58,6 +63,7 @@ sim_pid=$!
 for _ in $(seq 1 100); do curl -fsS "$SIM/_sim/health" >/dev/null 2>&1 && break; sleep 0.1; done
 cluster "$COORD_DIR" "$COORD_PORT" destroy
 cluster "$WORKER_DIR" "$WORKER_PORT" destroy
+cluster "$NEW_DIR" "$NEW_PORT" destroy
 cluster "$COORD_DIR" "$COORD_PORT" start
 # Every node has the same key file: the coordinator signs what the worker node verifies.
 install -d -o postgres -g postgres -m 0700 "$WORKER_DIR"
@@ -227,4 +233,39 @@ for i in "${!tenants[@]}"; do
     expect "tenant $((i + 1)): wa.messages read directly, under row-level security" \
         "$(app "$t" "SELECT count(*) FROM wa.messages" | tail -1)" 3
 done
+say "a node added later, and shards rebalanced onto it: nothing lost, every tenant still served"
+# The new node gets the extension from the coordinator (Citus creates it there from the
+# install script), the same key file, and a share of the shards.
+install -d -o postgres -g postgres -m 0700 "$NEW_DIR"
+install -o postgres -g postgres -m 0600 "$COORD_DIR/master.key" "$NEW_DIR/master.key"
+cluster "$NEW_DIR" "$NEW_PORT" start
+newnode() { "$PGBIN/psql" -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$NEW_PORT" -U postgres -d "$DB" -Atq "$@"; }
+newnode -c "CREATE EXTENSION citus"
+before=$(coord -c "SELECT (SELECT count(*) FROM wa.messages) || ' ' || (SELECT count(*) FROM wa.outbox) || ' ' || (SELECT count(*) FROM wa.conversations)")
+coord -c "SELECT citus_add_node('127.0.0.1', $NEW_PORT)" >/dev/null
+expect "whatsapp_pg on the added node" \
+    "$(newnode -c "SELECT extversion FROM pg_extension WHERE extname = 'whatsapp_pg'")" \
+    "$(coord -c "SELECT extversion FROM pg_extension WHERE extname = 'whatsapp_pg'")"
+coord -c "SET client_min_messages = warning" \
+      -c "SELECT rebalance_table_shards(shard_transfer_mode := 'block_writes')" >/dev/null
+expect "shard placements on the added node" "$(coord -c "SELECT count(*) > 0 FROM pg_dist_shard_placement WHERE nodeport = $NEW_PORT")" t
+expect "messages, outbox rows and conversations after the rebalance" \
+    "$(coord -c "SELECT (SELECT count(*) FROM wa.messages) || ' ' || (SELECT count(*) FROM wa.outbox) || ' ' || (SELECT count(*) FROM wa.conversations)")" "$before"
+moved=0
+for i in "${!tenants[@]}"; do
+    t=${tenants[$i]}
+    [ "$(node_of "$t")" = "$NEW_PORT" ] && moved=$((moved + 1))
+    app "$t" "SELECT wa.send_text('$t', '1555030$((1000 + i))', 'Your key is at the desk')" >/dev/null
+    expect "tenant $((i + 1)) (now on node :$(node_of "$t")): its messages, through the API" \
+        "$(app "$t" "SELECT count(*) FROM wa.messages((SELECT conversation_id FROM wa.conversations('$t') ORDER BY last_message_at DESC LIMIT 1))" | tail -1)" 2
+    expect "tenant $((i + 1)): another tenant's rows through a forgetful function" \
+        "$(app "$t" "SELECT wa.connection_status('$t')->>'state'" "SELECT wa.forgetful_count('messages', '${tenants[$(( (i + 1) % ${#tenants[@]} ))]}')" | tail -1)" 0
+done
+[ "$moved" -gt 0 ] || fail "no tenant moved to the added node"
+say "$moved of ${#tenants[@]} tenants moved to the added node"
+# The added node's background worker stays idle too.
+for _ in $(seq 1 100); do grep -q "stays idle: this is a Citus worker node" "$NEW_DIR/postgres.log" && break; sleep 0.1; done
+grep -q "stays idle: this is a Citus worker node" "$NEW_DIR/postgres.log" \
+    || fail "the added node's background worker did not say it stays idle"
+
 say "passed"
