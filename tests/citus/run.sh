@@ -14,7 +14,9 @@
 #      node holds either; a scope forged by hand does not verify on the worker node; enqueue
 #      and reads through the API and the tables;
 #   6. a third node added, then rebalance_table_shards: the added node gets the extension and
-#      shards, nothing is lost, and every tenant still enqueues and reads, isolated.
+#      shards, nothing is lost, and every tenant still enqueues and reads, isolated;
+#   7. DROP EXTENSION on the cluster leaves shard tables behind; DROP SCHEMA wa CASCADE on the
+#      coordinator removes them on every node, and the extension starts afresh.
 # Sending, ingest and the worker on Citus are not covered yet (docs/SCALING.md, "Not yet").
 # Run by `make citus-test` (part of `make test`); needs the current build installed.
 set -euo pipefail
@@ -268,4 +270,27 @@ for _ in $(seq 1 100); do grep -q "stays idle: this is a Citus worker node" "$NE
 grep -q "stays idle: this is a Citus worker node" "$NEW_DIR/postgres.log" \
     || fail "the added node's background worker did not say it stays idle"
 
+say "DROP EXTENSION on the cluster, the documented clean-up, and a fresh start"
+# DROP EXTENSION … CASCADE leaves the shards of the distributed and reference tables behind
+# in schema wa on every node (Citus' metadata goes, the shard tables do not); DROP SCHEMA wa
+# CASCADE on the coordinator removes them on every node (docs/SCALING.md).
+coord -c "SET client_min_messages = warning" -c "DROP EXTENSION whatsapp_pg CASCADE"
+wa_relations() { # node-query-function
+    "$1" -c "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'wa'"
+}
+left=$(wa_relations worker)
+[ "$left" -gt 0 ] || fail "DROP EXTENSION left no shard tables on the worker node: update docs/SCALING.md"
+say "DROP EXTENSION left $left relations in schema wa on the worker node"
+coord -c "SET client_min_messages = warning" -c "DROP SCHEMA wa CASCADE"
+for node in coord worker newnode; do
+    expect "relations left in schema wa ($node)" "$(wa_relations "$node")" 0
+done
+coord -c "CREATE EXTENSION whatsapp_pg" \
+      -c "SELECT wa.configure_app('1234567890123456', '$APP_SECRET', 'verify-me', '987654321')" >/dev/null
+expect "wa.distribute() after a fresh CREATE EXTENSION" \
+    "$(coord -c "SELECT count(*) FROM wa.distribute() WHERE done IN ('distributed by tenant_id', 'made a reference table')")" 18
+t=$(coord -c "SELECT wa.create_tenant('Hotel again', 'hotel-again')")
+s=$(sim POST signups '{"verified_name":"Hotel again","display_phone_number":"+1 555-020-1999","token":true}')
+expect "a tenant connected after the fresh start" \
+    "$(coord -c "SELECT wa.connect_tenant('$t', '$(echo "$s" | json "d['waba_id']")', '$(echo "$s" | json "d['phone_number_id']")', '$(echo "$s" | json "d['access_token']")')->>'state'")" connected
 say "passed"
