@@ -50,8 +50,12 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The 32 hex digits of a uuid as PostgreSQL prints or accepts it (braces and hyphens off).
-fn uuid_hex(text: &str) -> Option<String> {
+/// The 32 hex digits of a uuid as PostgreSQL prints or accepts it (braces and hyphens off);
+/// `*` (every tenant) as it is.
+fn scope_key(text: &str) -> Option<String> {
+    if text == "*" {
+        return Some(text.to_string());
+    }
     let hex: String = text
         .trim()
         .trim_start_matches('{')
@@ -74,7 +78,8 @@ fn acting_value(scope: &str) -> crate::error::WaResult<String> {
     Ok(format!("{message}|{key_id}|{mac}"))
 }
 
-/// The scope a verified `wa.acting` value grants, if it is valid now.
+/// The scope a verified `wa.acting` value grants, if it is valid now: `*`, or the tenant as
+/// [`scope_key`] writes it.
 fn acting_scope(value: &str) -> Option<String> {
     thread_local! {
         // The last value verified (a transaction repeats the same one on every row).
@@ -101,8 +106,9 @@ fn acting_scope(value: &str) -> Option<String> {
     if !ring.verify(key_id, ACTING, format!("{scope}|{expires}").as_bytes(), mac) {
         return None;
     }
-    LAST.with(|l| *l.borrow_mut() = Some((value.to_string(), scope.to_string(), until)));
-    Some(scope.to_string())
+    let scope = scope_key(scope)?;
+    LAST.with(|l| *l.borrow_mut() = Some((value.to_string(), scope.clone(), until)));
+    Some(scope)
 }
 
 /// True when this session's `wa.acting` verifies and covers `tenant_id`: the third way, after
@@ -120,11 +126,7 @@ fn _acting_for(tenant_id: pgrx::Uuid) -> bool {
     if value.is_empty() {
         return false;
     }
-    match acting_scope(value) {
-        Some(scope) if scope == "*" => true,
-        Some(scope) => uuid_hex(&scope) == uuid_hex(&tenant_id.to_string()),
-        None => false,
-    }
+    acting_scope(value).is_some_and(|scope| scope == "*" || scope == hex::encode(*tenant_id))
 }
 
 /// States, for the shards of a Citus cluster, that the rest of the transaction acts for

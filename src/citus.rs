@@ -16,11 +16,16 @@ pub fn loaded() -> bool {
 /// choice where Citus is loaded, which cannot plan a distributed statement generically (the
 /// shard is known only from the parameter's value). The functions that run such statements
 /// set it first thing; their `SET plan_cache_mode` clause restores the caller's on return.
+/// src/plans.rs applies the same rule to the kept plans.
+pub fn probe_plan_cache_mode() -> &'static std::ffi::CStr {
+    if loaded() {
+        c"auto"
+    } else {
+        c"force_generic_plan"
+    }
+}
+
 #[pg_extern(stable, parallel_safe)]
 fn _probe_plan_cache_mode() -> &'static str {
-    if loaded() {
-        "auto"
-    } else {
-        "force_generic_plan"
-    }
+    probe_plan_cache_mode().to_str().unwrap_or("auto")
 }

@@ -112,18 +112,19 @@ impl GenericPlans {
     }
 
     pub fn with(settings: &Settings) -> GenericPlans {
-        // Citus cannot plan a distributed statement generically (the shard is known only from
-        // a parameter's value): there PostgreSQL chooses (src/citus.rs).
-        let citus = crate::citus::loaded();
+        // Generic plans except where Citus is loaded (src/citus.rs).
+        let plan_cache_mode = crate::citus::probe_plan_cache_mode();
         // SAFETY: the GUC nest-level protocol of fmgr_security_definer: a new level, a
         // GUC_ACTION_SAVE setting at it, and AtEOXact_GUC to pop it (in Drop). An error in
         // between aborts the (sub)transaction, which pops the level as well.
         unsafe {
             let nest_level = pg_sys::NewGUCNestLevel();
             for (name, value) in settings {
-                if citus && *name == c"plan_cache_mode" {
-                    continue;
-                }
+                let value = if *name == c"plan_cache_mode" {
+                    plan_cache_mode
+                } else {
+                    value
+                };
                 pg_sys::set_config_option(
                     name.as_ptr(),
                     value.as_ptr(),

@@ -281,6 +281,9 @@ fn installed_version() -> Result<Option<String>, String> {
 /// Whether this database is on a Citus worker node, where the worker must not send: the
 /// coordinator's claims cover every shard. False when the lookup fails (no Citus).
 fn citus_worker_node() -> bool {
+    if !crate::citus::loaded() {
+        return false;
+    }
     txn::run(|| {
         let present = Spi::get_one::<bool>(sql::CITUS_PRESENT)?.unwrap_or(false);
         if !present {
