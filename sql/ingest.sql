@@ -4,6 +4,25 @@
 -- calls the others once per part. Each is idempotent: a
 -- replayed or reordered delivery leaves the same state as one ordered pass.
 
+-- Notifies a tenant's channel. Two statements: the channel is read (on Citus, a query routed
+-- to the node of the tenant's shard), then the notification is made by this backend. A
+-- pg_notify inside the routed query would run on that node, where nobody listens, and a node
+-- that notified cannot prepare its part of the transaction's two-phase commit.
+CREATE FUNCTION wa._notify_tenant(p_tenant uuid, p_payload text) RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_channel text;
+BEGIN
+    SELECT t.events_channel INTO v_channel
+      FROM wa.tenants t WHERE t.tenant_id OPERATOR(pg_catalog.=) p_tenant;
+    IF v_channel IS NOT NULL THEN
+        PERFORM pg_catalog.pg_notify(v_channel, p_payload);
+    END IF;
+END
+$$;
+
 -- Order of message statuses; a status only ever moves to a higher rank. failed is terminal.
 CREATE FUNCTION wa.status_rank(status text) RETURNS integer
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
@@ -154,177 +173,207 @@ DECLARE
     v_messages uuid[];
     v_learnt_tenants uuid[];
     v_learnt_wamids text[];
-    v_notified bigint;
+    v_channels text[];
+    v_payloads text[];
+    v_former uuid;
+    v_pass integer;
+    v_t uuid;
+    v_tenant_learnt uuid[];
+    v_wamids_learnt text[];
 BEGIN
     PERFORM pg_catalog.set_config('plan_cache_mode', wa._probe_plan_cache_mode(), true);
-    -- 1. Each status's message (NULL where none is known).
-    WITH s AS (
-        SELECT s.ord, s.wamid,
-               CASE WHEN s.callback OPERATOR(pg_catalog.~)
-                         '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
-                    THEN s.callback::pg_catalog.uuid END AS callback
-          FROM ROWS FROM (pg_catalog.unnest(p_wamids), pg_catalog.unnest(p_callbacks))
-               WITH ORDINALITY AS s(wamid, callback, ord)
-    ), cur AS (
-        SELECT s.ord, s.wamid, s.callback, COALESCE(
-                   (SELECT m.message_id FROM wa.messages m
-                     WHERE m.tenant_id OPERATOR(pg_catalog.=) p_tenant
-                       AND m.wamid OPERATOR(pg_catalog.=) s.wamid),
-                   (SELECT m.message_id FROM wa.messages m
-                     WHERE m.tenant_id OPERATOR(pg_catalog.=) p_tenant
-                       AND m.message_id OPERATOR(pg_catalog.=) s.callback
-                       AND m.direction OPERATOR(pg_catalog.=) 'outbound')) AS message_id
-          FROM s
-    )
-    SELECT pg_catalog.array_agg(CASE WHEN c.message_id IS NOT NULL THEN p_tenant ELSE f.tenant_id END
-                                ORDER BY c.ord),
-           pg_catalog.array_agg(COALESCE(c.message_id, f.message_id) ORDER BY c.ord)
+    -- 1. Each status's message (NULL where none is known). Each statement looks among one
+    --    tenant's messages (on Citus, a query routed to that tenant's shard): the current
+    --    tenant's, then, for the statuses still unknown, each former tenant of the number in
+    --    turn, the most recently released first, by wamid, then through our id.
+    SELECT pg_catalog.array_agg(CASE WHEN k.message_id IS NOT NULL THEN p_tenant END ORDER BY k.ord),
+           pg_catalog.array_agg(k.message_id ORDER BY k.ord)
       INTO v_tenants, v_messages
-      FROM cur c
-      LEFT JOIN LATERAL (
-          -- Not the current tenant's: a message a former tenant of the number sent.
-          SELECT x.tenant_id, x.message_id FROM (
-              SELECT m.tenant_id, m.message_id, 1 AS pref, r.released_at
-                FROM wa.released_routes r
-                JOIN wa.messages m ON m.tenant_id OPERATOR(pg_catalog.=) r.tenant_id
-               WHERE c.message_id IS NULL AND p_phone IS NOT NULL
-                 AND r.kind OPERATOR(pg_catalog.=) 'phone_number'
-                 AND r.external_id OPERATOR(pg_catalog.=) p_phone
-                 AND (p_tenant IS NULL OR r.tenant_id OPERATOR(pg_catalog.<>) p_tenant)
-                 AND m.wamid OPERATOR(pg_catalog.=) c.wamid
-              UNION ALL
-              SELECT m.tenant_id, m.message_id, 2, r.released_at
-                FROM wa.released_routes r
-                JOIN wa.messages m ON m.tenant_id OPERATOR(pg_catalog.=) r.tenant_id
-               WHERE c.message_id IS NULL AND p_phone IS NOT NULL AND c.callback IS NOT NULL
-                 AND r.kind OPERATOR(pg_catalog.=) 'phone_number'
-                 AND r.external_id OPERATOR(pg_catalog.=) p_phone
-                 AND (p_tenant IS NULL OR r.tenant_id OPERATOR(pg_catalog.<>) p_tenant)
-                 AND m.message_id OPERATOR(pg_catalog.=) c.callback
-                 AND m.direction OPERATOR(pg_catalog.=) 'outbound'
-          ) x
-          ORDER BY x.pref, x.released_at DESC
-          LIMIT 1
-      ) f ON true;
+      FROM (SELECT s.ord, COALESCE(
+                       (SELECT m.message_id FROM wa.messages m
+                         WHERE m.tenant_id OPERATOR(pg_catalog.=) p_tenant
+                           AND m.wamid OPERATOR(pg_catalog.=) s.wamid),
+                       (SELECT m.message_id FROM wa.messages m
+                         WHERE m.tenant_id OPERATOR(pg_catalog.=) p_tenant
+                           AND m.message_id OPERATOR(pg_catalog.=) s.callback
+                           AND m.direction OPERATOR(pg_catalog.=) 'outbound')) AS message_id
+              FROM (SELECT s.ord, s.wamid,
+                           CASE WHEN s.callback OPERATOR(pg_catalog.~)
+                                     '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                                THEN s.callback::pg_catalog.uuid END AS callback
+                      FROM ROWS FROM (pg_catalog.unnest(p_wamids), pg_catalog.unnest(p_callbacks))
+                           WITH ORDINALITY AS s(wamid, callback, ord)) s) k;
+    IF p_phone IS NOT NULL AND pg_catalog.array_position(v_messages, NULL) IS NOT NULL THEN
+        FOR v_pass IN 1..2 LOOP
+            FOR v_former IN
+                SELECT r.tenant_id FROM wa.released_routes r
+                 WHERE r.kind OPERATOR(pg_catalog.=) 'phone_number'
+                   AND r.external_id OPERATOR(pg_catalog.=) p_phone
+                   AND (p_tenant IS NULL OR r.tenant_id OPERATOR(pg_catalog.<>) p_tenant)
+                 ORDER BY r.released_at DESC
+            LOOP
+                SELECT pg_catalog.array_agg(COALESCE(k.tenant_id,
+                           CASE WHEN k.found IS NOT NULL THEN v_former END) ORDER BY k.ord),
+                       pg_catalog.array_agg(COALESCE(k.message_id, k.found) ORDER BY k.ord)
+                  INTO v_tenants, v_messages
+                  FROM (SELECT s.ord, s.tenant_id, s.message_id,
+                               CASE WHEN s.message_id IS NOT NULL THEN NULL
+                                    WHEN v_pass OPERATOR(pg_catalog.=) 1 THEN
+                                        (SELECT m.message_id FROM wa.messages m
+                                          WHERE m.tenant_id OPERATOR(pg_catalog.=) v_former
+                                            AND m.wamid OPERATOR(pg_catalog.=) s.wamid)
+                                    ELSE
+                                        (SELECT m.message_id FROM wa.messages m
+                                          WHERE m.tenant_id OPERATOR(pg_catalog.=) v_former
+                                            AND m.message_id OPERATOR(pg_catalog.=) CASE
+                                                WHEN s.cb OPERATOR(pg_catalog.~)
+                                                     '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                                                THEN s.cb::pg_catalog.uuid END
+                                            AND m.direction OPERATOR(pg_catalog.=) 'outbound')
+                               END AS found
+                          FROM ROWS FROM (pg_catalog.unnest(v_tenants), pg_catalog.unnest(v_messages),
+                                          pg_catalog.unnest(p_wamids), pg_catalog.unnest(p_callbacks))
+                               WITH ORDINALITY AS s(tenant_id, message_id, wamid, cb, ord)) k;
+                EXIT WHEN pg_catalog.array_position(v_messages, NULL) IS NULL;
+            END LOOP;
+            EXIT WHEN pg_catalog.array_position(v_messages, NULL) IS NULL;
+        END LOOP;
+    END IF;
 
-    -- 2. Lock the messages, in key order.
-    PERFORM 1
-       FROM wa.messages m
-       JOIN (SELECT DISTINCT k.tenant_id, k.message_id
-               FROM ROWS FROM (pg_catalog.unnest(v_tenants), pg_catalog.unnest(v_messages))
-                    AS k(tenant_id, message_id)
-              WHERE k.message_id IS NOT NULL) k
-         ON m.tenant_id OPERATOR(pg_catalog.=) k.tenant_id
-        AND m.message_id OPERATOR(pg_catalog.=) k.message_id
-      ORDER BY m.tenant_id, m.message_id
-        FOR UPDATE OF m;
+    -- 2 and 3, for each tenant in turn (in key order, the current tenant included for the
+    -- statuses kept pending): every statement names the tenant, so that on Citus it is routed
+    -- to that tenant's shard.
+    FOR v_t IN
+        SELECT DISTINCT k.t FROM pg_catalog.unnest(pg_catalog.array_append(v_tenants, p_tenant)) AS k(t)
+         WHERE k.t IS NOT NULL ORDER BY k.t
+    LOOP
+        -- 2. Lock the messages, in key order.
+        PERFORM 1
+           FROM wa.messages m
+           JOIN (SELECT DISTINCT k.tenant_id, k.message_id
+                   FROM ROWS FROM (pg_catalog.unnest(v_tenants), pg_catalog.unnest(v_messages))
+                        AS k(tenant_id, message_id)
+                  WHERE k.message_id IS NOT NULL AND k.tenant_id OPERATOR(pg_catalog.=) v_t) k
+             ON m.tenant_id OPERATOR(pg_catalog.=) k.tenant_id
+            AND m.message_id OPERATOR(pg_catalog.=) k.message_id
+          WHERE m.tenant_id OPERATOR(pg_catalog.=) v_t
+          ORDER BY m.tenant_id, m.message_id
+            FOR UPDATE OF m;
 
-    -- 3. Apply them (this statement sees the locked rows as they are now).
-    WITH s AS (
-        SELECT k.ord, k.tenant_id, k.message_id, k.wamid, k.status,
-               wa.status_rank(k.status) AS rank,
-               COALESCE(pg_catalog.to_timestamp(k.at), pg_catalog.now()) AS at, k.payload
-          FROM ROWS FROM (pg_catalog.unnest(v_tenants), pg_catalog.unnest(v_messages),
-                          pg_catalog.unnest(p_wamids), pg_catalog.unnest(p_statuses),
-                          pg_catalog.unnest(p_ats), pg_catalog.unnest(p_payloads))
-               WITH ORDINALITY AS k(tenant_id, message_id, wamid, status, at, payload, ord)
-    ), pend AS (
-        INSERT INTO wa.pending_statuses (tenant_id, wamid, status, status_payload)
-        SELECT p_tenant, s.wamid, s.status, s.payload
-          FROM s
-         WHERE s.message_id IS NULL AND p_tenant IS NOT NULL
-         ORDER BY s.ord
-        ON CONFLICT (tenant_id, wamid, status) DO NOTHING
-    ), agg AS (
-        SELECT s.tenant_id, s.message_id,
-               (pg_catalog.array_agg(s.status ORDER BY s.rank DESC, s.ord))[1] AS top,
-               pg_catalog.max(s.rank) AS top_rank,
-               (pg_catalog.array_agg(s.at ORDER BY s.ord)
-                    FILTER (WHERE s.status OPERATOR(pg_catalog.=) 'sent'))[1] AS sent_at,
-               (pg_catalog.array_agg(s.at ORDER BY s.ord)
-                    FILTER (WHERE s.status OPERATOR(pg_catalog.=) 'delivered'))[1] AS delivered_at,
-               (pg_catalog.array_agg(s.at ORDER BY s.ord)
-                    FILTER (WHERE s.status OPERATOR(pg_catalog.=) 'read'))[1] AS read_at,
-               (pg_catalog.array_agg(s.at ORDER BY s.ord)
-                    FILTER (WHERE s.status OPERATOR(pg_catalog.=) 'played'))[1] AS played_at,
-               (pg_catalog.array_agg(s.at ORDER BY s.ord)
-                    FILTER (WHERE s.status OPERATOR(pg_catalog.=) 'failed'))[1] AS failed_at,
-               (pg_catalog.array_agg(s.payload OPERATOR(pg_catalog.->) 'errors' ORDER BY s.ord)
-                    FILTER (WHERE s.status OPERATOR(pg_catalog.=) 'failed'
-                              AND (s.payload OPERATOR(pg_catalog.->) 'errors') IS NOT NULL))[1] AS errors,
-               (pg_catalog.array_agg(s.payload OPERATOR(pg_catalog.->) 'pricing' ORDER BY s.ord)
-                    FILTER (WHERE (s.payload OPERATOR(pg_catalog.->) 'pricing') IS NOT NULL))[1] AS pricing,
-               (pg_catalog.array_agg(s.payload OPERATOR(pg_catalog.->) 'conversation' ORDER BY s.ord)
-                    FILTER (WHERE (s.payload OPERATOR(pg_catalog.->) 'conversation') IS NOT NULL))[1]
-                   AS conversation,
-               pg_catalog.array_agg(s.wamid ORDER BY s.ord) AS wamids
-          FROM s
-         WHERE s.message_id IS NOT NULL
-         GROUP BY s.tenant_id, s.message_id
-    ), x AS (
-        -- Each message as it is now, and what it becomes.
-        SELECT a.*, m.status AS old_status, m.wamid AS old_wamid, m.conversation_id,
-               CASE WHEN m.status OPERATOR(pg_catalog.<>) 'failed'
-                     AND a.top_rank OPERATOR(pg_catalog.>) wa.status_rank(m.status)
-                    THEN a.top ELSE m.status END AS new_status,
-               COALESCE(m.wamid, a.wamids[1]) AS new_wamid,
-               -- Further wamids Meta gave it (found through our id under another wamid: Meta
-               -- took the message twice), in the order they came.
-               ARRAY(SELECT w.wamid
-                       FROM pg_catalog.unnest(a.wamids) WITH ORDINALITY AS w(wamid, i)
-                      WHERE w.wamid OPERATOR(pg_catalog.<>) COALESCE(m.wamid, a.wamids[1])
-                        AND NOT COALESCE(w.wamid OPERATOR(pg_catalog.=) ANY (m.extra_wamids), false)
-                      GROUP BY w.wamid
-                      ORDER BY pg_catalog.min(w.i)) AS extras
-          FROM agg a
-          JOIN wa.messages m ON m.tenant_id OPERATOR(pg_catalog.=) a.tenant_id
-                            AND m.message_id OPERATOR(pg_catalog.=) a.message_id
-    ), upd AS (
-        UPDATE wa.messages m
-           SET status = x.new_status,
-               wamid = x.new_wamid,
-               extra_wamids = CASE WHEN pg_catalog.cardinality(x.extras) OPERATOR(pg_catalog.>) 0
-                                   THEN pg_catalog.array_cat(m.extra_wamids, x.extras)
-                                   ELSE m.extra_wamids END,
-               sent_at = COALESCE(m.sent_at, x.sent_at),
-               delivered_at = COALESCE(m.delivered_at, x.delivered_at),
-               read_at = COALESCE(m.read_at, x.read_at),
-               played_at = COALESCE(m.played_at, x.played_at),
-               failed_at = COALESCE(m.failed_at, x.failed_at),
-               error = COALESCE(m.error, x.errors),
-               pricing = COALESCE(m.pricing, x.pricing),
-               meta_conversation = COALESCE(m.meta_conversation, x.conversation),
-               updated_at = pg_catalog.now()
-          FROM x
-         WHERE m.tenant_id OPERATOR(pg_catalog.=) x.tenant_id
-           AND m.message_id OPERATOR(pg_catalog.=) x.message_id
-           AND (m.status OPERATOR(pg_catalog.<>) x.new_status
-                OR m.wamid IS NULL
-                OR pg_catalog.cardinality(x.extras) OPERATOR(pg_catalog.>) 0
-                OR (x.sent_at IS NOT NULL AND m.sent_at IS NULL)
-                OR (x.delivered_at IS NOT NULL AND m.delivered_at IS NULL)
-                OR (x.read_at IS NOT NULL AND m.read_at IS NULL)
-                OR (x.played_at IS NOT NULL AND m.played_at IS NULL)
-                OR (x.failed_at IS NOT NULL AND m.failed_at IS NULL)
-                OR (x.errors IS NOT NULL AND m.error IS NULL)
-                OR (x.pricing IS NOT NULL AND m.pricing IS NULL)
-                OR (x.conversation IS NOT NULL AND m.meta_conversation IS NULL))
-        RETURNING m.tenant_id, m.message_id
-    ), gone AS (
-        -- Meta has these messages although the worker has not recorded them (its answer is
-        -- still on the way, or was lost to a timeout or a crash): they must not be sent again.
-        DELETE FROM wa.outbox o
-         USING x
-         WHERE x.old_status OPERATOR(pg_catalog.=) 'queued'
-           AND o.tenant_id OPERATOR(pg_catalog.=) x.tenant_id
-           AND o.message_id OPERATOR(pg_catalog.=) x.message_id
-           AND o.kind OPERATOR(pg_catalog.=) 'message'
-    ), notified AS (
-        -- In the statuses' order (volatile outputs are computed after the sort).
-        SELECT pg_catalog.count(*) AS n FROM (
-            SELECT pg_catalog.pg_notify(t.events_channel, pg_catalog.json_build_object(
+        -- 3. Apply them (this statement sees the locked rows as they are now).
+        WITH s AS (
+            SELECT k.ord, k.tenant_id, k.message_id, k.wamid, k.status,
+                   wa.status_rank(k.status) AS rank,
+                   COALESCE(pg_catalog.to_timestamp(k.at), pg_catalog.now()) AS at, k.payload
+              FROM ROWS FROM (pg_catalog.unnest(v_tenants), pg_catalog.unnest(v_messages),
+                              pg_catalog.unnest(p_wamids), pg_catalog.unnest(p_statuses),
+                              pg_catalog.unnest(p_ats), pg_catalog.unnest(p_payloads))
+                   WITH ORDINALITY AS k(tenant_id, message_id, wamid, status, at, payload, ord)
+             WHERE k.tenant_id OPERATOR(pg_catalog.=) v_t
+                OR (k.message_id IS NULL AND v_t OPERATOR(pg_catalog.=) p_tenant)
+        ), pend AS (
+            INSERT INTO wa.pending_statuses (tenant_id, wamid, status, status_payload)
+            SELECT v_t, s.wamid, s.status, s.payload
+              FROM s
+             WHERE s.message_id IS NULL
+             ORDER BY s.ord
+            ON CONFLICT (tenant_id, wamid, status) DO NOTHING
+        ), agg AS (
+            SELECT s.tenant_id, s.message_id,
+                   (pg_catalog.array_agg(s.status ORDER BY s.rank DESC, s.ord))[1] AS top,
+                   pg_catalog.max(s.rank) AS top_rank,
+                   (pg_catalog.array_agg(s.at ORDER BY s.ord)
+                        FILTER (WHERE s.status OPERATOR(pg_catalog.=) 'sent'))[1] AS sent_at,
+                   (pg_catalog.array_agg(s.at ORDER BY s.ord)
+                        FILTER (WHERE s.status OPERATOR(pg_catalog.=) 'delivered'))[1] AS delivered_at,
+                   (pg_catalog.array_agg(s.at ORDER BY s.ord)
+                        FILTER (WHERE s.status OPERATOR(pg_catalog.=) 'read'))[1] AS read_at,
+                   (pg_catalog.array_agg(s.at ORDER BY s.ord)
+                        FILTER (WHERE s.status OPERATOR(pg_catalog.=) 'played'))[1] AS played_at,
+                   (pg_catalog.array_agg(s.at ORDER BY s.ord)
+                        FILTER (WHERE s.status OPERATOR(pg_catalog.=) 'failed'))[1] AS failed_at,
+                   (pg_catalog.array_agg(s.payload OPERATOR(pg_catalog.->) 'errors' ORDER BY s.ord)
+                        FILTER (WHERE s.status OPERATOR(pg_catalog.=) 'failed'
+                                  AND (s.payload OPERATOR(pg_catalog.->) 'errors') IS NOT NULL))[1] AS errors,
+                   (pg_catalog.array_agg(s.payload OPERATOR(pg_catalog.->) 'pricing' ORDER BY s.ord)
+                        FILTER (WHERE (s.payload OPERATOR(pg_catalog.->) 'pricing') IS NOT NULL))[1] AS pricing,
+                   (pg_catalog.array_agg(s.payload OPERATOR(pg_catalog.->) 'conversation' ORDER BY s.ord)
+                        FILTER (WHERE (s.payload OPERATOR(pg_catalog.->) 'conversation') IS NOT NULL))[1]
+                       AS conversation,
+                   pg_catalog.array_agg(s.wamid ORDER BY s.ord) AS wamids
+              FROM s
+             WHERE s.message_id IS NOT NULL
+             GROUP BY s.tenant_id, s.message_id
+        ), x AS (
+            -- Each message as it is now, and what it becomes.
+            SELECT a.*, m.status AS old_status, m.wamid AS old_wamid, m.conversation_id,
+                   CASE WHEN m.status OPERATOR(pg_catalog.<>) 'failed'
+                         AND a.top_rank OPERATOR(pg_catalog.>) wa.status_rank(m.status)
+                        THEN a.top ELSE m.status END AS new_status,
+                   COALESCE(m.wamid, a.wamids[1]) AS new_wamid,
+                   -- Further wamids Meta gave it (found through our id under another wamid: Meta
+                   -- took the message twice), in the order they came.
+                   ARRAY(SELECT w.wamid
+                           FROM pg_catalog.unnest(a.wamids) WITH ORDINALITY AS w(wamid, i)
+                          WHERE w.wamid OPERATOR(pg_catalog.<>) COALESCE(m.wamid, a.wamids[1])
+                            AND NOT COALESCE(w.wamid OPERATOR(pg_catalog.=) ANY (m.extra_wamids), false)
+                          GROUP BY w.wamid
+                          ORDER BY pg_catalog.min(w.i)) AS extras
+              FROM agg a
+              JOIN wa.messages m ON m.tenant_id OPERATOR(pg_catalog.=) a.tenant_id
+                                AND m.message_id OPERATOR(pg_catalog.=) a.message_id
+             WHERE m.tenant_id OPERATOR(pg_catalog.=) v_t
+        ), upd AS (
+            UPDATE wa.messages m
+               SET status = x.new_status,
+                   wamid = x.new_wamid,
+                   extra_wamids = CASE WHEN pg_catalog.cardinality(x.extras) OPERATOR(pg_catalog.>) 0
+                                       THEN pg_catalog.array_cat(m.extra_wamids, x.extras)
+                                       ELSE m.extra_wamids END,
+                   sent_at = COALESCE(m.sent_at, x.sent_at),
+                   delivered_at = COALESCE(m.delivered_at, x.delivered_at),
+                   read_at = COALESCE(m.read_at, x.read_at),
+                   played_at = COALESCE(m.played_at, x.played_at),
+                   failed_at = COALESCE(m.failed_at, x.failed_at),
+                   error = COALESCE(m.error, x.errors),
+                   pricing = COALESCE(m.pricing, x.pricing),
+                   meta_conversation = COALESCE(m.meta_conversation, x.conversation),
+                   updated_at = pg_catalog.now()
+              FROM x
+             WHERE m.tenant_id OPERATOR(pg_catalog.=) v_t
+               AND m.tenant_id OPERATOR(pg_catalog.=) x.tenant_id
+               AND m.message_id OPERATOR(pg_catalog.=) x.message_id
+               AND (m.status OPERATOR(pg_catalog.<>) x.new_status
+                    OR m.wamid IS NULL
+                    OR pg_catalog.cardinality(x.extras) OPERATOR(pg_catalog.>) 0
+                    OR (x.sent_at IS NOT NULL AND m.sent_at IS NULL)
+                    OR (x.delivered_at IS NOT NULL AND m.delivered_at IS NULL)
+                    OR (x.read_at IS NOT NULL AND m.read_at IS NULL)
+                    OR (x.played_at IS NOT NULL AND m.played_at IS NULL)
+                    OR (x.failed_at IS NOT NULL AND m.failed_at IS NULL)
+                    OR (x.errors IS NOT NULL AND m.error IS NULL)
+                    OR (x.pricing IS NOT NULL AND m.pricing IS NULL)
+                    OR (x.conversation IS NOT NULL AND m.meta_conversation IS NULL))
+            RETURNING m.tenant_id, m.message_id
+        ), gone AS (
+            -- Meta has these messages although the worker has not recorded them (its answer is
+            -- still on the way, or was lost to a timeout or a crash): they must not be sent again.
+            DELETE FROM wa.outbox o
+             USING x
+             WHERE x.old_status OPERATOR(pg_catalog.=) 'queued'
+               AND o.tenant_id OPERATOR(pg_catalog.=) v_t
+               AND o.tenant_id OPERATOR(pg_catalog.=) x.tenant_id
+               AND o.message_id OPERATOR(pg_catalog.=) x.message_id
+               AND o.kind OPERATOR(pg_catalog.=) 'message'
+        ), notes AS (
+            -- One notification per status that moved its message, on its tenant's channel; made
+            -- below, by this backend (not inside this statement, which Citus may run on the node
+            -- of the tenant's shard, where nobody listens).
+            SELECT t.events_channel AS channel, n.ord,
+                   pg_catalog.json_build_object(
                        'kind', 'message.status', 'status', n.status, 'tenant_id', n.tenant_id,
-                       'conversation_id', x.conversation_id, 'message_id', n.message_id)::pg_catalog.text)
+                       'conversation_id', x.conversation_id, 'message_id', n.message_id)::pg_catalog.text
+                       AS payload
               FROM (SELECT s.*, pg_catalog.max(s.rank) OVER (
                                PARTITION BY s.tenant_id, s.message_id ORDER BY s.ord
                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
@@ -333,18 +382,26 @@ BEGIN
               JOIN x ON x.tenant_id OPERATOR(pg_catalog.=) n.tenant_id
                     AND x.message_id OPERATOR(pg_catalog.=) n.message_id
               JOIN wa.tenants t ON t.tenant_id OPERATOR(pg_catalog.=) n.tenant_id
-             WHERE n.rank OPERATOR(pg_catalog.>)
+             WHERE t.tenant_id OPERATOR(pg_catalog.=) v_t
+               AND n.rank OPERATOR(pg_catalog.>)
                    GREATEST(wa.status_rank(x.old_status), COALESCE(n.before, -1))
-             ORDER BY n.ord) q
-    )
-    -- An aggregate without GROUP BY: always one row, so the notifications are always made.
-    SELECT (SELECT n.n FROM notified n),
-           pg_catalog.array_agg(x.tenant_id) FILTER (WHERE x.old_wamid IS NULL),
-           pg_catalog.array_agg(x.new_wamid) FILTER (WHERE x.old_wamid IS NULL)
-      INTO v_notified, v_learnt_tenants, v_learnt_wamids
-      FROM upd u
-      JOIN x ON x.tenant_id OPERATOR(pg_catalog.=) u.tenant_id
-            AND x.message_id OPERATOR(pg_catalog.=) u.message_id;
+        )
+        -- An aggregate without GROUP BY: always one row.
+        SELECT (SELECT pg_catalog.array_agg(q.channel ORDER BY q.ord) FROM notes q),
+               (SELECT pg_catalog.array_agg(q.payload ORDER BY q.ord) FROM notes q),
+               pg_catalog.array_agg(x.tenant_id) FILTER (WHERE x.old_wamid IS NULL),
+               pg_catalog.array_agg(x.new_wamid) FILTER (WHERE x.old_wamid IS NULL)
+          INTO v_channels, v_payloads, v_tenant_learnt, v_wamids_learnt
+          FROM upd u
+          JOIN x ON x.tenant_id OPERATOR(pg_catalog.=) u.tenant_id
+                AND x.message_id OPERATOR(pg_catalog.=) u.message_id;
+        PERFORM pg_catalog.pg_notify(n.c, n.p)
+           FROM ROWS FROM (pg_catalog.unnest(v_channels), pg_catalog.unnest(v_payloads))
+                WITH ORDINALITY AS n(c, p, i)
+          ORDER BY n.i;
+        v_learnt_tenants := v_learnt_tenants OPERATOR(pg_catalog.||) v_tenant_learnt;
+        v_learnt_wamids := v_learnt_wamids OPERATOR(pg_catalog.||) v_wamids_learnt;
+    END LOOP;
 
     -- 4. Messages that learnt their wamid here (matched through our id): the statuses that
     --    arrived before it was known.
@@ -462,10 +519,9 @@ BEGIN
                                  WHEN v_new = 'connected' THEN NULL ELSE t.last_error END,
                updated_at = now()
          WHERE t.tenant_id OPERATOR(pg_catalog.=) p_tenant;
-        PERFORM pg_catalog.pg_notify(t.events_channel, pg_catalog.json_build_object(
+        PERFORM wa._notify_tenant(p_tenant, pg_catalog.json_build_object(
             'kind', 'connection.changed', 'state', v_new, 'tenant_id', p_tenant,
-            'conversation_id', NULL, 'message_id', NULL)::text)
-           FROM wa.tenants t WHERE t.tenant_id OPERATOR(pg_catalog.=) p_tenant;
+            'conversation_id', NULL, 'message_id', NULL)::text);
     END IF;
     RETURN v_new;
 END

@@ -133,10 +133,9 @@ BEGIN
        AND v.status OPERATOR(pg_catalog.=) 'open';
     v_closed := FOUND;
     IF v_closed THEN
-        PERFORM pg_catalog.pg_notify(t.events_channel, pg_catalog.json_build_object(
+        PERFORM wa._notify_tenant(v_tenant, pg_catalog.json_build_object(
             'kind', 'conversation.closed', 'tenant_id', v_tenant,
-            'conversation_id', v_conversation, 'message_id', NULL)::text)
-           FROM wa.tenants t WHERE t.tenant_id OPERATOR(pg_catalog.=) v_tenant;
+            'conversation_id', v_conversation, 'message_id', NULL)::text);
     END IF;
     RETURN v_closed;
 END
@@ -152,7 +151,11 @@ DECLARE
     v_message uuid;
     v_conversation uuid;
     v_at timestamptz;
+    v_now timestamptz := pg_catalog.now();
+    v_unread bigint;
 BEGIN
+    -- Plain values in the updates' SET lists, which Citus requires (no function of a column,
+    -- no subquery).
     SELECT m.message_id, m.conversation_id, m.created_at INTO v_message, v_conversation, v_at
       FROM wa.messages m
      WHERE m.tenant_id OPERATOR(pg_catalog.=) p_tenant AND m.wamid OPERATOR(pg_catalog.=) p_wamid
@@ -162,19 +165,19 @@ BEGIN
             USING ERRCODE = 'undefined_object';
     END IF;
     UPDATE wa.messages m
-       SET status = 'read', read_at = COALESCE(m.read_at, now()), updated_at = now()
+       SET status = 'read', read_at = COALESCE(m.read_at, v_now), updated_at = v_now
      WHERE m.conversation_id OPERATOR(pg_catalog.=) v_conversation
        AND m.tenant_id OPERATOR(pg_catalog.=) p_tenant
        AND m.direction OPERATOR(pg_catalog.=) 'inbound'
        AND m.status OPERATOR(pg_catalog.=) 'received'
        AND m.created_at OPERATOR(pg_catalog.<=) v_at;
+    SELECT pg_catalog.count(*) INTO v_unread FROM wa.messages m
+     WHERE m.conversation_id OPERATOR(pg_catalog.=) v_conversation
+       AND m.tenant_id OPERATOR(pg_catalog.=) p_tenant
+       AND m.direction OPERATOR(pg_catalog.=) 'inbound'
+       AND m.status OPERATOR(pg_catalog.=) 'received';
     UPDATE wa.conversations v
-       SET unread_count = (SELECT count(*) FROM wa.messages m
-                            WHERE m.conversation_id OPERATOR(pg_catalog.=) v_conversation
-                              AND m.tenant_id OPERATOR(pg_catalog.=) p_tenant
-                              AND m.direction OPERATOR(pg_catalog.=) 'inbound'
-                              AND m.status OPERATOR(pg_catalog.=) 'received'),
-           updated_at = now()
+       SET unread_count = v_unread, updated_at = v_now
      WHERE v.tenant_id OPERATOR(pg_catalog.=) p_tenant
        AND v.conversation_id OPERATOR(pg_catalog.=) v_conversation;
     RETURN v_message;

@@ -194,16 +194,24 @@ AS $$
 DECLARE
     v_message uuid := wa._mark_read_local(p_tenant, p_wamid);
     v_phone text;
+    v_state text;
+    v_now timestamptz := pg_catalog.now();
 BEGIN
+    -- Each statement routed to the tenant's shard, with plain values (Citus).
     SELECT v.phone_number_id INTO v_phone
       FROM wa.messages m
-      JOIN wa.conversations v ON v.tenant_id = m.tenant_id AND v.conversation_id = m.conversation_id
+      JOIN wa.conversations v ON v.tenant_id OPERATOR(pg_catalog.=) m.tenant_id
+                             AND v.conversation_id OPERATOR(pg_catalog.=) m.conversation_id
      WHERE m.tenant_id OPERATOR(pg_catalog.=) p_tenant AND m.message_id OPERATOR(pg_catalog.=) v_message;
+    SELECT t.state INTO v_state FROM wa.tenants t WHERE t.tenant_id OPERATOR(pg_catalog.=) p_tenant;
+    IF v_state IS NULL THEN
+        RETURN v_message;
+    END IF;
     INSERT INTO wa.outbox (tenant_id, kind, message_id, phone_number_id, payload, next_attempt_at,
                            priority)
-    SELECT p_tenant, 'mark_read', NULL, v_phone, p_body,
-           CASE WHEN t.state = 'connected' THEN now() ELSE 'infinity'::timestamptz END, 3
-      FROM wa.tenants t WHERE t.tenant_id OPERATOR(pg_catalog.=) p_tenant;
+    VALUES (p_tenant, 'mark_read', NULL, v_phone, p_body,
+            CASE WHEN v_state OPERATOR(pg_catalog.=) 'connected' THEN v_now
+                 ELSE 'infinity'::timestamptz END, 3);
     RETURN v_message;
 END
 $$;

@@ -15,6 +15,7 @@ mod graph;
 mod guc;
 mod ingest;
 mod keys;
+mod notify;
 mod plans;
 mod rotate;
 mod send;

@@ -82,7 +82,8 @@ pub(crate) const LOOKUP: &str = "
 
 /// The end of both write statements: the conversations move (reopened, unread count, last
 /// message, service window) from `latest`, one row per conversation, and every stored message
-/// is notified on the tenant's own channel (`wa.tenants.events_channel`). `$key` names the
+/// is notified on the tenant's own channel (`wa.tenants.events_channel`, returned with the
+/// payloads for `crate::notify`). `$key` names the
 /// conversations to update, so that the plan fetches just those.
 macro_rules! move_and_notify {
     ($key:literal) => {
@@ -97,7 +98,7 @@ macro_rules! move_and_notify {
                                            THEN l.preview ELSE v.last_message_preview END,
                last_message_at = GREATEST(v.last_message_at, l.created_at),
                last_inbound_at = GREATEST(v.last_inbound_at, l.created_at),
-               window_expires_at = GREATEST(v.window_expires_at, l.created_at + interval '24 hours'),
+               window_expires_at = GREATEST(v.window_expires_at, l.window_ends_at),
                unread_count = v.unread_count + l.n,
                updated_at = pg_catalog.now()
           FROM latest l
@@ -105,10 +106,13 @@ macro_rules! move_and_notify {
             $key,
             "
            AND v.conversation_id = l.conversation_id)
-    SELECT count(pg_catalog.pg_notify(t.events_channel, pg_catalog.json_build_object(
-               'kind', 'message.received', 'tenant_id', $1,
-               'conversation_id', ins.conversation_id, 'message_id', ins.message_id)::text))
-      FROM ins JOIN wa.tenants t ON t.tenant_id OPERATOR(pg_catalog.=) $1"
+    -- The tenant's channel and one notification per stored message (made by crate::notify).
+    SELECT (SELECT t.events_channel FROM wa.tenants t WHERE t.tenant_id OPERATOR(pg_catalog.=) $1),
+           ARRAY(SELECT pg_catalog.json_build_object(
+                            'kind', 'message.received', 'tenant_id', $1,
+                            'conversation_id', ins.conversation_id,
+                            'message_id', ins.message_id)::pg_catalog.text
+                   FROM ins)"
         )
     };
 }
@@ -151,6 +155,7 @@ macro_rules! write_sql {
     latest AS (
         SELECT DISTINCT ON (ins.conversation_id)
                ins.conversation_id, ins.created_at, k.preview,
+               ins.created_at OPERATOR(pg_catalog.+) interval '24 hours' AS window_ends_at,
                count(*) OVER (PARTITION BY ins.conversation_id) AS n
           FROM ins JOIN k ON k.wamid = ins.wamid
          ORDER BY ins.conversation_id, ins.created_at DESC, k.i DESC),",
@@ -174,7 +179,9 @@ macro_rules! write_one_sql {
         RETURNING message_id, conversation_id, type, content, created_at),",
             $media,
             "
-    latest AS (SELECT ins.conversation_id, ins.created_at, $9::text AS preview, 1 AS n FROM ins),",
+    latest AS (SELECT ins.conversation_id, ins.created_at, $9::text AS preview,
+                      ins.created_at OPERATOR(pg_catalog.+) interval '24 hours' AS window_ends_at,
+                      1 AS n FROM ins),",
             move_and_notify!("$3::uuid")
         )
     };
@@ -299,6 +306,20 @@ fn resolve(tenant: pgrx::Uuid, phone: &str, msgs: &[&Message], found: &[Found]) 
     out
 }
 
+/// Runs a write statement and makes the notifications it returns.
+fn write(sql: &'static str, types: &[pgrx::PgOid], args: &[DatumWithOid<'_>]) {
+    let (channel, payloads) = spi(plans::with_plan(sql, types, args, |client, plan, args| {
+        let row = client.update(plan, None, args)?.first();
+        Ok((
+            row.get::<String>(1)?,
+            row.get::<Vec<String>>(2)?.unwrap_or_default(),
+        ))
+    }));
+    if let Some(channel) = channel {
+        crate::notify::send(&channel, &payloads);
+    }
+}
+
 /// Applies the inbound messages of one business number of tenant `tenant`. A message whose
 /// `wamid` is already stored (a replay, or listed twice) changes nothing. Raises on a
 /// PostgreSQL error; the caller's subtransaction decides what survives.
@@ -346,7 +367,7 @@ pub fn apply(tenant: pgrx::Uuid, phone: &str, msgs: &[&Message]) {
         } else {
             WRITE_ONE
         };
-        return spi(plans::run(sql, &types, &args));
+        return write(sql, &types, &args);
     }
     let args = [
         tenant.into(),
@@ -371,5 +392,5 @@ pub fn apply(tenant: pgrx::Uuid, phone: &str, msgs: &[&Message]) {
         TEXT_ARRAY,
     ];
     let sql = if media { WRITE_WITH_MEDIA } else { WRITE };
-    spi(plans::run(sql, &types, &args));
+    write(sql, &types, &args);
 }

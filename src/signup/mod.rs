@@ -196,10 +196,9 @@ fn record_failure(run: &Run, mut detail: Value) -> WaResult<()> {
 
 fn notify(tenant: pgrx::Uuid, state: &str) -> WaResult<()> {
     Spi::run_with_args(
-        "SELECT pg_catalog.pg_notify(t.events_channel, pg_catalog.json_build_object(
-                'kind', 'connection.changed', 'state', $2::text, 'tenant_id', t.tenant_id,
-                'conversation_id', NULL, 'message_id', NULL)::text)
-           FROM wa.tenants t WHERE t.tenant_id OPERATOR(pg_catalog.=) $1",
+        "SELECT wa._notify_tenant($1, pg_catalog.json_build_object(
+                'kind', 'connection.changed', 'state', $2::text, 'tenant_id', $1,
+                'conversation_id', NULL, 'message_id', NULL)::text)",
         &[tenant.into(), state.into()],
     )?;
     Ok(())

@@ -13,11 +13,14 @@
 #      function that forgets its check, sees its own rows and no other tenant's, whichever
 #      node holds either; a scope forged by hand does not verify on the worker node; enqueue
 #      and reads through the API and the tables;
-#   6. a third node added, then rebalance_table_shards: the added node gets the extension and
+#   6. signed inbound webhooks, statuses (and their replay), mark read and closing, for tenants
+#      on both nodes: every delivery processed (none partial), every notification received on
+#      the coordinator;
+#   7. a third node added, then rebalance_table_shards: the added node gets the extension and
 #      shards, nothing is lost, and every tenant still enqueues and reads, isolated;
-#   7. DROP EXTENSION on the cluster leaves shard tables behind; DROP SCHEMA wa CASCADE on the
+#   8. DROP EXTENSION on the cluster leaves shard tables behind; DROP SCHEMA wa CASCADE on the
 #      coordinator removes them on every node, and the extension starts afresh.
-# Sending, ingest and the worker on Citus are not covered yet (docs/SCALING.md, "Not yet").
+# Sending through the worker on Citus is not covered yet (docs/SCALING.md, "Not yet").
 # Run by `make citus-test` (part of `make test`); needs the current build installed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -51,6 +54,7 @@ max_prepared_transactions = 100" \
 }
 sim() { curl -fsS -X "$1" "$SIM/_sim/$2" -H 'Content-Type: application/json' ${3:+-d "$3"}; }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {'d': d}))" "$1"; }
+jsonl() { python3 -c "import json,sys; [print(eval(sys.argv[1], {'d': json.loads(l)})) for l in sys.stdin if l.strip()]" "$1"; }
 stop_all() {
     cluster "$COORD_DIR" "$COORD_PORT" stop
     cluster "$WORKER_DIR" "$WORKER_PORT" stop
@@ -162,13 +166,14 @@ coord -c "DELETE FROM wa.tenants"
 
 say "tenants created and connected through the API, on both nodes; isolation on every shard"
 coord -c "SELECT wa.configure_app('1234567890123456', '$APP_SECRET', 'verify-me', '987654321')" >/dev/null
-tenants=() phones=()
+tenants=() phones=() wabas=()
 for i in $(seq 1 8); do
     t=$(coord -c "SELECT wa.create_tenant('Hotel $i', 'hotel-$i')")
     s=$(sim POST signups "{\"verified_name\":\"Hotel $i\",\"display_phone_number\":\"+1 555-020-$((1000 + i))\",\"token\":true}")
     phone=$(echo "$s" | json "d['phone_number_id']")
-    coord -c "SELECT wa.connect_tenant('$t', '$(echo "$s" | json "d['waba_id']")', '$phone', '$(echo "$s" | json "d['access_token']")')->>'state'" >/dev/null
-    tenants+=("$t") phones+=("$phone")
+    waba=$(echo "$s" | json "d['waba_id']")
+    coord -c "SELECT wa.connect_tenant('$t', '$waba', '$phone', '$(echo "$s" | json "d['access_token']")')->>'state'" >/dev/null
+    tenants+=("$t") phones+=("$phone") wabas+=("$waba")
 done
 expect "tenants connected" "$(coord -c "SELECT count(*) FROM wa.tenants WHERE state = 'connected'")" 8
 expect "nodes holding connected tenants" "$(coord -c "
@@ -235,6 +240,89 @@ for i in "${!tenants[@]}"; do
     expect "tenant $((i + 1)): wa.messages read directly, under row-level security" \
         "$(app "$t" "SELECT count(*) FROM wa.messages" | tail -1)" 3
 done
+say "inbound webhooks, statuses, mark read and closing, on both nodes; notified on the coordinator"
+# Deliveries as Meta posts them, signed over the raw body with the app secret, applied by
+# wa.ingest_signed_webhook on the coordinator. Applications LISTEN on the coordinator, so every
+# notification must reach it, whichever node holds the tenant's shard; the session that
+# applies a delivery listens on the tenant's channel and must receive each one (a notification
+# made on the worker node would never arrive, and would fail its part of the commit).
+webhook() { # waba phone value-json (the "value" of one "messages" change) -> the raw body
+    python3 -c '
+import json, sys
+waba, phone, value = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+value = {"messaging_product": "whatsapp",
+         "metadata": {"display_phone_number": "15550200000", "phone_number_id": phone}, **value}
+print(json.dumps({"object": "whatsapp_business_account",
+                  "entry": [{"id": waba, "changes": [{"field": "messages", "value": value}]}]}))' "$@"
+}
+deliver() { # channel body -> the result, then one line per notification received on channel
+    local sig
+    sig=$(printf '%s' "$2" | openssl dgst -sha256 -hmac "$APP_SECRET" -r | cut -d' ' -f1)
+    "$PGBIN/psql" -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$COORD_PORT" -U postgres -d "$DB" -At \
+        -v body="$2" -v sig="sha256=$sig" <<SQL | sed -n 's/^Asynchronous notification "[^"]*" with payload "\(.*\)" received from server process with PID [0-9]*\.$/\1/p; t; /^{/p'
+LISTEN "$1";
+SELECT wa.ingest_signed_webhook(:'body', :'sig')::text;
+SELECT 1 \g /dev/null
+SQL
+}
+channel_of() { coord -c "SELECT events_channel FROM wa.tenants WHERE tenant_id = '$1'"; }
+now=$(date +%s)
+for i in "${!tenants[@]}"; do
+    t=${tenants[$i]} ch=$(channel_of "${tenants[$i]}") guest=1555040$((1000 + i))
+    where="tenant $((i + 1)) (node :$(node_of "$t"))"
+    # A guest writes in: a new conversation, one message.received.
+    body=$(webhook "${wabas[$i]}" "${phones[$i]}" "{\"contacts\": [{\"profile\": {\"name\": \"Guest $i\"}, \"wa_id\": \"$guest\"}],
+        \"messages\": [{\"from\": \"$guest\", \"id\": \"wamid.citus-in-$i\", \"timestamp\": \"$now\", \"type\": \"text\", \"text\": {\"body\": \"Is the pool open?\"}}]}")
+    out=$(deliver "$ch" "$body")
+    expect "$where: the inbound delivery" "$(echo "$out" | head -1 | json "d['status']")" processed
+    expect "$where: notifications of the inbound delivery" "$(echo "$out" | tail -n +2 | jsonl "d['kind']" | paste -sd' ')" message.received
+    # Meta's statuses for the tenant's three queued messages, sent, delivered and read, matched
+    # through our id (biz_opaque_callback_data): the worker has not stored a wamid yet.
+    statuses=$(coord -c "
+        SELECT json_agg(json_build_object('id', 'wamid.citus-out-' || m.message_id, 'status', s.status,
+                                          'timestamp', ($now + s.n)::text, 'recipient_id', c.wa_id,
+                                          'biz_opaque_callback_data', m.message_id) ORDER BY m.message_id, s.n)
+          FROM wa.messages m
+          JOIN wa.conversations v ON v.tenant_id = m.tenant_id AND v.conversation_id = m.conversation_id
+          JOIN wa.contacts c ON c.tenant_id = v.tenant_id AND c.contact_id = v.contact_id
+          CROSS JOIN (VALUES (1, 'sent'), (2, 'delivered'), (3, 'read')) s(n, status)
+         WHERE m.tenant_id = '$t' AND m.direction = 'outbound'")
+    body=$(webhook "${wabas[$i]}" "${phones[$i]}" "{\"statuses\": $statuses}")
+    out=$(deliver "$ch" "$body")
+    expect "$where: the status delivery" "$(echo "$out" | head -1 | json "d['status']")" processed
+    expect "$where: its status notifications" "$(echo "$out" | tail -n +2 | jsonl "d['status']" | sort | uniq -c | awk '{print $2 ":" $1}' | paste -sd' ')" \
+        "delivered:3 read:3 sent:3"
+    # A replay changes nothing and notifies nothing.
+    out=$(deliver "$ch" "$body")
+    expect "$where: the replayed status delivery" "$(echo "$out" | head -1 | json "d['status']")" processed
+    expect "$where: notifications of the replay" "$(echo "$out" | tail -n +2 | wc -l)" 0
+    expect "$where: its outbound messages read, with Meta's wamids, out of the outbox" \
+        "$(coord -c "SELECT string_agg(DISTINCT status, ',') || ' ' || count(*) FILTER (WHERE wamid LIKE 'wamid.citus-out-%')
+                       || ' ' || (SELECT count(*) FROM wa.outbox o WHERE o.tenant_id = '$t' AND o.kind = 'message')
+                       FROM wa.messages WHERE tenant_id = '$t' AND direction = 'outbound'")" "read 3 0"
+    # The host app reads the guest's message and closes the conversation.
+    conv=$(app "$t" "SELECT conversation_id FROM wa.messages WHERE wamid = 'wamid.citus-in-$i'" | tail -1)
+    expect "$where: unread messages before mark read" "$(app "$t" "SELECT unread_count FROM wa.conversations WHERE conversation_id = '$conv'" | tail -1)" 1
+    app "$t" "SELECT wa.mark_read('$t', 'wamid.citus-in-$i')" >/dev/null
+    expect "$where: after mark read (message, unread count)" \
+        "$(app "$t" "SELECT (SELECT status FROM wa.messages WHERE wamid = 'wamid.citus-in-$i') || ' '
+                            || (SELECT unread_count FROM wa.conversations WHERE conversation_id = '$conv')" | tail -1)" "read 0"
+    expect "$where: the read receipt queued" \
+        "$(coord -c "SELECT count(*) FROM wa.outbox WHERE tenant_id = '$t' AND kind = 'mark_read'")" 1
+    closed=$("$PGBIN/psql" -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$COORD_PORT" -U citus_test_app -d "$DB" -At <<SQL | sed -n 's/^Asynchronous notification "[^"]*" with payload "\(.*\)" received from server process with PID [0-9]*\.$/\1/p'
+LISTEN "$ch";
+BEGIN;
+SET LOCAL wa.tenant_id = '$t';
+SELECT wa.close_conversation('$conv') \g /dev/null
+COMMIT;
+SELECT 1 \g /dev/null
+SQL
+)
+    expect "$where: the notification of closing" "$(echo "$closed" | jsonl "d['kind'] + ' ' + d['conversation_id']")" "conversation.closed $conv"
+    expect "$where: the conversation's status" "$(app "$t" "SELECT status FROM wa.conversations WHERE conversation_id = '$conv'" | tail -1)" closed
+done
+expect "deliveries not processed" "$(coord -c "SELECT count(*) FROM wa.webhook_events WHERE status <> 'processed'")" 0
+
 say "a node added later, and shards rebalanced onto it: nothing lost, every tenant still served"
 # The new node gets the extension from the coordinator (Citus creates it there from the
 # install script), the same key file, and a share of the shards.
