@@ -14,12 +14,23 @@ use pgrx::pg_sys;
 /// Notifies each of `payloads`, in order, on `channel`, at commit (as `pg_notify`).
 pub fn send(channel: &str, payloads: &[String]) {
     for payload in payloads {
-        // SAFETY: pg_notify takes two non-null text arguments, as given, and returns void.
-        unsafe {
-            pgrx::direct_function_call_as_datum(
-                pg_sys::pg_notify,
-                &[channel.into_datum(), payload.as_str().into_datum()],
-            );
-        }
+        one(channel, payload);
+    }
+}
+
+/// Notifies each payload on the channel beside it, in order.
+pub fn send_each(channels: &[String], payloads: &[String]) {
+    for (channel, payload) in channels.iter().zip(payloads) {
+        one(channel, payload);
+    }
+}
+
+fn one(channel: &str, payload: &str) {
+    // SAFETY: pg_notify takes two non-null text arguments, as given, and returns void.
+    unsafe {
+        pgrx::direct_function_call_as_datum(
+            pg_sys::pg_notify,
+            &[channel.into_datum(), payload.into_datum()],
+        );
     }
 }

@@ -35,6 +35,7 @@ pub const INT8: PgOid = PgOid::BuiltIn(BuiltinOid::INT8OID);
 pub const INT4: PgOid = PgOid::BuiltIn(BuiltinOid::INT4OID);
 pub const INT2: PgOid = PgOid::BuiltIn(BuiltinOid::INT2OID);
 pub const BOOL: PgOid = PgOid::BuiltIn(BuiltinOid::BOOLOID);
+pub const TIMESTAMPTZ: PgOid = PgOid::BuiltIn(BuiltinOid::TIMESTAMPTZOID);
 pub const UUID_ARRAY: PgOid = PgOid::BuiltIn(BuiltinOid::UUIDARRAYOID);
 pub const INT8_ARRAY: PgOid = PgOid::BuiltIn(BuiltinOid::INT8ARRAYOID);
 pub const INT4_ARRAY: PgOid = PgOid::BuiltIn(BuiltinOid::INT4ARRAYOID);

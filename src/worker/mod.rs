@@ -182,6 +182,8 @@ struct Worker {
     leases_checked: Instant,
     /// When the installed extension version was last compared with this library's.
     version_checked: Instant,
+    /// Claims made (Citus: which due tenant is claimed for first).
+    claim_round: usize,
 }
 
 #[pg_guard]
@@ -263,6 +265,7 @@ pub extern "C-unwind" fn wa_worker_main(_arg: pg_sys::Datum) {
         latency: 0.05,
         leases_checked: Instant::now(),
         version_checked: Instant::now(),
+        claim_round: 0,
     };
     worker.run();
     wake::publish_worker_pid(0);
@@ -601,6 +604,8 @@ impl Worker {
         let lease = self.settings.lease_secs();
         let media_max = self.settings.media_max_bytes;
         let tokens = &mut self.tokens;
+        let round = self.claim_round;
+        self.claim_round = self.claim_round.wrapping_add(1);
         let claim_started = Instant::now();
         let claimed = txn::run_ok(std::panic::AssertUnwindSafe(
             || -> Result<Claimed, crate::error::WaError> {
@@ -638,41 +643,81 @@ impl Worker {
                     .cloned()
                     .zip(budgets.iter().map(|b| serde_json::Value::from(*b)))
                     .collect();
-                let args: [pgrx::datum::DatumWithOid<'_>; 8] = [
-                    (capacity as i64).into(),
-                    skipped.into(),
-                    pgrx::JsonB(serde_json::Value::Object(budgets)).into(),
-                    default_budget.into(),
-                    lease.into(),
-                    blocked.clone().into(),
-                    held.clone().into(),
-                    claim_id.into(),
-                ];
-                let _nested =
-                    crate::plans::GenericPlans::with(&crate::plans::NESTED_LOOP_PLAN_SETTINGS);
-                let raw = crate::plans::with_plan(
-                    sql::CLAIM,
-                    CLAIM_TYPES,
-                    &args,
-                    |client, plan, args| {
-                        let rows = client.update(plan, None, args)?;
-                        let mut raw = Vec::new();
-                        for row in rows {
-                            raw.push(ClaimedRow {
-                                outbox_id: row.get::<i64>(1)?.unwrap_or_default(),
-                                tenant: row.get::<String>(2)?.unwrap_or_default(),
-                                kind: row.get::<String>(3)?.unwrap_or_default(),
-                                message_id: row.get::<String>(4)?,
-                                phone: row.get::<String>(5)?.unwrap_or_default(),
-                                payload: row.get::<String>(7)?.unwrap_or_default(),
-                                attempts: row.get::<i32>(8)?.unwrap_or_default(),
-                                version: row.get::<String>(9)?.unwrap_or_default(),
-                                orphan: row.get::<bool>(10)?.unwrap_or(false),
-                            });
+                let budgets = serde_json::Value::Object(budgets);
+                let raw = if crate::citus::loaded() {
+                    // Citus: shard by shard, each claim routed to the shard of its tenants;
+                    // the shards in turn (a different one first each time), each up to its
+                    // share of what is left.
+                    let mut groups = Spi::connect(|client| {
+                        let mut due = Vec::new();
+                        for row in client.select(
+                            sql::DUE_TENANTS,
+                            None,
+                            &[skipped.clone().into(), blocked.clone().into()],
+                        )? {
+                            if let Some(t) = row.get::<String>(1)? {
+                                due.push(t);
+                            }
                         }
-                        Ok(raw)
-                    },
-                )?;
+                        let mut groups: Vec<Vec<String>> = Vec::new();
+                        if !due.is_empty() {
+                            for row in client.select(sql::SHARD_GROUPS, None, &[due.into()])? {
+                                if let Some(g) = row.get::<Vec<String>>(1)? {
+                                    groups.push(g);
+                                }
+                            }
+                        }
+                        Ok::<_, pgrx::spi::SpiError>(groups)
+                    })?;
+                    if !groups.is_empty() {
+                        groups.sort();
+                        let first = round % groups.len();
+                        groups.rotate_left(first);
+                    }
+                    let mut raw = Vec::new();
+                    let n = groups.len();
+                    for (i, tenants) in groups.into_iter().enumerate() {
+                        let left = capacity.saturating_sub(raw.len());
+                        if left == 0 {
+                            break;
+                        }
+                        let share = left.div_ceil(n - i).max(1);
+                        let args: [pgrx::datum::DatumWithOid<'_>; 9] = [
+                            (share as i64).into(),
+                            skipped.clone().into(),
+                            pgrx::JsonB(budgets.clone()).into(),
+                            default_budget.into(),
+                            lease.into(),
+                            blocked.clone().into(),
+                            held.clone().into(),
+                            claim_id.into(),
+                            tenants.into(),
+                        ];
+                        raw.extend(Spi::connect_mut(|client| {
+                            claimed_rows(client.update(sql::CLAIM_TENANT, None, &args)?)
+                        })?);
+                    }
+                    raw
+                } else {
+                    let args: [pgrx::datum::DatumWithOid<'_>; 8] = [
+                        (capacity as i64).into(),
+                        skipped.into(),
+                        pgrx::JsonB(budgets).into(),
+                        default_budget.into(),
+                        lease.into(),
+                        blocked.clone().into(),
+                        held.clone().into(),
+                        claim_id.into(),
+                    ];
+                    let _nested =
+                        crate::plans::GenericPlans::with(&crate::plans::NESTED_LOOP_PLAN_SETTINGS);
+                    crate::plans::with_plan(
+                        sql::CLAIM,
+                        CLAIM_TYPES,
+                        &args,
+                        |client, plan, args| claimed_rows(client.update(plan, None, args)?),
+                    )?
+                };
                 let mut claim = Claimed::default();
                 // Rows whose token does not open go back unsent; rows of a tenant without a
                 // token wait for it to be connected again.
@@ -930,6 +975,27 @@ struct ClaimedRow {
     attempts: i32,
     version: String,
     orphan: bool,
+}
+
+/// The rows a claim returned (`sql::CLAIM`, `sql::CLAIM_TENANT`).
+fn claimed_rows(
+    rows: pgrx::spi::SpiTupleTable<'_>,
+) -> Result<Vec<ClaimedRow>, pgrx::spi::SpiError> {
+    let mut raw = Vec::new();
+    for row in rows {
+        raw.push(ClaimedRow {
+            outbox_id: row.get::<i64>(1)?.unwrap_or_default(),
+            tenant: row.get::<String>(2)?.unwrap_or_default(),
+            kind: row.get::<String>(3)?.unwrap_or_default(),
+            message_id: row.get::<String>(4)?,
+            phone: row.get::<String>(5)?.unwrap_or_default(),
+            payload: row.get::<String>(7)?.unwrap_or_default(),
+            attempts: row.get::<i32>(8)?.unwrap_or_default(),
+            version: row.get::<String>(9)?.unwrap_or_default(),
+            orphan: row.get::<bool>(10)?.unwrap_or(false),
+        });
+    }
+    Ok(raw)
 }
 
 const CLAIM_TYPES: &[pgrx::pg_sys::PgOid] = &[

@@ -55,15 +55,28 @@ SELECT g.groupid OPERATOR(pg_catalog.<>) 0 FROM pg_catalog.pg_dist_local_group g
 ///
 /// It runs with `plans::NESTED_LOOP_PLAN_SETTINGS`: the picked rows are updated by primary-key
 /// probes, and the budgets are a jsonb lookup rather than a join.
-pub const CLAIM: &str = "
+///
+/// `CLAIM_TENANT` is the same claim among the rows of some tenants of one shard (`$9`), for
+/// Citus: every table it reads names the tenants, so that it is routed to their shard (Citus
+/// cannot run the skip scan over every shard). The worker claims shard by shard there, the
+/// tenants with due rows found by `DUE_TENANTS` and grouped by `SHARD_GROUPS`. The token version is the credential's `updated_at` in
+/// its binary form (an immutable expression: Citus refuses others in `RETURNING`).
+macro_rules! claim {
+    ($o:literal, $e:literal, $c:literal) => {
+        concat!(
+            "
 WITH RECURSIVE numbers AS (
     (SELECT o.phone_number_id FROM wa.outbox o
-      WHERE o.next_attempt_at OPERATOR(pg_catalog.<) 'infinity'::pg_catalog.timestamptz
+      WHERE o.next_attempt_at OPERATOR(pg_catalog.<) 'infinity'::pg_catalog.timestamptz",
+            $o,
+            "
       ORDER BY o.phone_number_id LIMIT 1)
     UNION ALL
     SELECT (SELECT o.phone_number_id FROM wa.outbox o
              WHERE o.next_attempt_at OPERATOR(pg_catalog.<) 'infinity'::pg_catalog.timestamptz
-               AND o.phone_number_id OPERATOR(pg_catalog.>) n.phone_number_id
+               AND o.phone_number_id OPERATOR(pg_catalog.>) n.phone_number_id",
+            $o,
+            "
              ORDER BY o.phone_number_id LIMIT 1)
       FROM numbers n
      WHERE n.phone_number_id IS NOT NULL
@@ -81,7 +94,9 @@ WITH RECURSIVE numbers AS (
              AND o.next_attempt_at OPERATOR(pg_catalog.<) 'infinity'::pg_catalog.timestamptz
              AND o.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()
              AND o.tenant_id OPERATOR(pg_catalog.<>) ALL ($6::pg_catalog.uuid[])
-             AND o.outbox_id OPERATOR(pg_catalog.<>) ALL ($7::pg_catalog.int8[])
+             AND o.outbox_id OPERATOR(pg_catalog.<>) ALL ($7::pg_catalog.int8[])",
+            $o,
+            "
            ORDER BY o.priority, o.next_attempt_at, o.outbox_id
            -- Up to the number's budget, and twice its share of the batch: with 500 numbers
            -- at 1,000 msg/s, budgets alone made 500,000 candidates for a batch of 4,000.
@@ -108,7 +123,9 @@ WITH RECURSIVE numbers AS (
               AND e.kind OPERATOR(pg_catalog.=) 'message'
               AND e.failed_at IS NULL
               AND e.outbox_id OPERATOR(pg_catalog.<) d.outbox_id
-              AND e.priority OPERATOR(pg_catalog.<=) d.priority
+              AND e.priority OPERATOR(pg_catalog.<=) d.priority",
+            $e,
+            "
            OFFSET 0)
      ORDER BY d.rn, d.priority, d.next_attempt_at, d.outbox_id
      LIMIT $1
@@ -120,13 +137,55 @@ UPDATE wa.outbox o
   FROM pick p
  WHERE o.tenant_id OPERATOR(pg_catalog.=) p.tenant_id
    AND o.outbox_id OPERATOR(pg_catalog.=) p.outbox_id
-   AND o.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()
+   AND o.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()",
+            $o,
+            "
 RETURNING o.outbox_id, o.tenant_id::pg_catalog.text, o.kind, o.message_id::pg_catalog.text,
           o.phone_number_id, o.recipient, o.payload, o.attempts,
-          COALESCE((SELECT c.updated_at::pg_catalog.text FROM wa.credentials c
+          COALESCE((SELECT pg_catalog.encode(pg_catalog.timestamptz_send(c.updated_at), 'hex')
+                      FROM wa.credentials c
                      WHERE c.tenant_id OPERATOR(pg_catalog.=) o.tenant_id
-                       AND c.kind OPERATOR(pg_catalog.=) 'business_token'), ''),
-          p.old_claim IS NOT NULL";
+                       AND c.kind OPERATOR(pg_catalog.=) 'business_token'",
+            $c,
+            "), ''),
+          p.old_claim IS NOT NULL"
+        )
+    };
+}
+
+/// The claim (see `claim!`).
+pub const CLAIM: &str = claim!("", "", "");
+
+/// The claim among the rows of the tenants `$9`, all of one shard (Citus; see `claim!`).
+pub const CLAIM_TENANT: &str = claim!(
+    "
+             AND o.tenant_id OPERATOR(pg_catalog.=) ANY ($9::pg_catalog.uuid[])",
+    "
+              AND e.tenant_id OPERATOR(pg_catalog.=) ANY ($9::pg_catalog.uuid[])",
+    "
+                       AND c.tenant_id OPERATOR(pg_catalog.=) ANY ($9::pg_catalog.uuid[])"
+);
+
+/// The tenants `$1` grouped by the shard that holds them (Citus; run on the coordinator, over
+/// no table), so that one claim serves every due tenant of a shard.
+pub const SHARD_GROUPS: &str = "
+SELECT pg_catalog.array_agg(t.tenant_id::pg_catalog.text ORDER BY t.tenant_id)
+  FROM pg_catalog.unnest($1::pg_catalog.uuid[]) AS t(tenant_id)
+ GROUP BY pg_catalog.get_shard_id_for_distribution_column('wa.tenants'::pg_catalog.regclass, t.tenant_id)";
+
+/// The tenants with due rows on numbers not among `$1`, the tenants `$2` left out (Citus: one
+/// statement over every shard, an index probe per number; see `CLAIM_TENANT`).
+pub const DUE_TENANTS: &str = "
+SELECT p.tenant_id::pg_catalog.text
+  FROM wa.phone_numbers p
+ WHERE p.phone_number_id OPERATOR(pg_catalog.<>) ALL ($1::pg_catalog.text[])
+   AND p.tenant_id OPERATOR(pg_catalog.<>) ALL ($2::pg_catalog.uuid[])
+   AND EXISTS (SELECT 1 FROM wa.outbox o
+                WHERE o.tenant_id OPERATOR(pg_catalog.=) p.tenant_id
+                  AND o.phone_number_id OPERATOR(pg_catalog.=) p.phone_number_id
+                  AND o.next_attempt_at OPERATOR(pg_catalog.<) 'infinity'::pg_catalog.timestamptz
+                  AND o.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now())
+ GROUP BY p.tenant_id";
 
 /// The numbers all of whose tenants are among `$1` (paused, or whose token does not open):
 /// claims leave them out.
@@ -254,28 +313,40 @@ ON CONFLICT (singleton) DO UPDATE SET
     write_back_seconds = (CASE WHEN $7 THEN 0 ELSE s.write_back_seconds END) OPERATOR(pg_catalog.+) $15";
 
 /// The end of the statements that change a message's status: one notification per changed
-/// message, on its tenant's channel.
+/// message, on its tenant's channel, returned as two arrays (channels, payloads) for the
+/// worker to make (`crate::notify`): on Citus the rows may come from another node, where a
+/// `pg_notify` would reach nobody.
 macro_rules! notify_status {
     ($rows:literal, $status:literal) => {
         concat!(
             "
-SELECT pg_catalog.count(pg_catalog.pg_notify(t.events_channel, pg_catalog.json_build_object(
+notes AS (
+    SELECT t.events_channel AS channel, pg_catalog.json_build_object(
            'kind', 'message.status', 'status', ",
             $status,
             ", 'tenant_id', u.tenant_id,
-           'conversation_id', u.conversation_id, 'message_id', u.message_id)::pg_catalog.text))
-  FROM ",
+           'conversation_id', u.conversation_id, 'message_id', u.message_id)::pg_catalog.text AS payload
+      FROM ",
             $rows,
             " u
-  JOIN wa.tenants t ON t.tenant_id OPERATOR(pg_catalog.=) u.tenant_id"
+      JOIN wa.tenants t ON t.tenant_id OPERATOR(pg_catalog.=) u.tenant_id)"
         )
+    };
+}
+
+/// The two arrays of `notify_status!`, in one order.
+macro_rules! notes {
+    () => {
+        "(SELECT pg_catalog.array_agg(n.channel ORDER BY n.payload) FROM notes n),
+       (SELECT pg_catalog.array_agg(n.payload ORDER BY n.payload) FROM notes n)"
     };
 }
 
 /// Messages Meta accepted: the outbox rows go (whatever claim they are under: the message is
 /// out), the messages get their wamid and `sent`. A message that already had another wamid
 /// was sent twice (an unknown outcome retried, or in flight at a crash): the second wamid is
-/// kept in `extra_wamids` and counted. Returns that count.
+/// kept in `extra_wamids` and counted. Returns that count and the notifications; `$5` is the
+/// time (Citus allows no function of a column in `UPDATE … SET`).
 pub const SENT: &str = concat!(
     "
 WITH s AS (
@@ -304,16 +375,17 @@ upd AS (
                                THEN pg_catalog.array_append(m.extra_wamids, s.wamid)
                                ELSE m.extra_wamids END,
            status = CASE WHEN m.status OPERATOR(pg_catalog.=) 'queued' THEN 'sent' ELSE m.status END,
-           sent_at = COALESCE(m.sent_at, pg_catalog.now()),
-           updated_at = pg_catalog.now()
+           sent_at = COALESCE(m.sent_at, $5::pg_catalog.timestamptz),
+           updated_at = $5::pg_catalog.timestamptz
       FROM s
      WHERE m.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
        AND m.message_id OPERATOR(pg_catalog.=) s.message_id
-    RETURNING m.tenant_id, m.conversation_id, m.message_id, m.status),
-notified AS (",
+    RETURNING m.tenant_id, m.conversation_id, m.message_id, m.status),",
     notify_status!("upd", "u.status"),
-    ")
-SELECT (SELECT pg_catalog.count(*) FROM twice) FROM notified"
+    "
+SELECT (SELECT pg_catalog.count(*) FROM twice),
+       ",
+    notes!()
 );
 
 /// Statuses Meta sent before we knew these wamids apply now.
@@ -330,22 +402,26 @@ DELETE FROM wa.outbox o
 
 /// Transient failures: tried again after each row's delay, unless a newer claim or a hold
 /// took the row meanwhile.
+/// (The times are computed in the row source: Citus allows no stable function of a column in
+/// `UPDATE … SET`.)
 pub const RETRY: &str = "
 UPDATE wa.outbox o
-   SET next_attempt_at = pg_catalog.now() OPERATOR(pg_catalog.+) (s.delay OPERATOR(pg_catalog.*) interval '1 second'),
+   SET next_attempt_at = s.at,
        last_error = s.error,
        claim_id = NULL
-  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),
-                   pg_catalog.unnest($2::pg_catalog.uuid[]),
-                   pg_catalog.unnest($3::pg_catalog.float8[]),
-                   pg_catalog.unnest($4::pg_catalog.jsonb[]),
-                   pg_catalog.unnest($5::pg_catalog.int8[])) AS s(outbox_id, tenant_id, delay, error, claim)
+  FROM (SELECT r.outbox_id, r.tenant_id, r.error, r.claim,
+               pg_catalog.now() OPERATOR(pg_catalog.+) (r.delay OPERATOR(pg_catalog.*) interval '1 second') AS at
+          FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),
+                          pg_catalog.unnest($2::pg_catalog.uuid[]),
+                          pg_catalog.unnest($3::pg_catalog.float8[]),
+                          pg_catalog.unnest($4::pg_catalog.jsonb[]),
+                          pg_catalog.unnest($5::pg_catalog.int8[])) AS r(outbox_id, tenant_id, delay, error, claim)) s
  WHERE o.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
    AND o.outbox_id OPERATOR(pg_catalog.=) s.outbox_id
    AND o.claim_id OPERATOR(pg_catalog.=) s.claim";
 
 /// Permanent failures: the outbox rows stay as failed, the messages become `failed` (not for a
-/// row a newer claim or a hold took meanwhile).
+/// row a newer claim or a hold took meanwhile). Returns the notifications.
 pub const FAILED: &str = concat!(
     "
 WITH s AS (
@@ -371,13 +447,17 @@ upd AS (
      WHERE m.tenant_id OPERATOR(pg_catalog.=) o.tenant_id
        AND m.message_id OPERATOR(pg_catalog.=) o.message_id
        AND m.status OPERATOR(pg_catalog.<>) 'failed'
-    RETURNING m.tenant_id, m.conversation_id, m.message_id)",
-    notify_status!("upd", "'failed'")
+    RETURNING m.tenant_id, m.conversation_id, m.message_id),",
+    notify_status!("upd", "'failed'"),
+    "
+SELECT ",
+    notes!()
 );
 
 /// Meta refused the tenant's token (code 190): its queue is held (not retried into a storm)
 /// until it reconnects, the attempt that met the error is not counted, and the tenant moves
-/// to `action_required` (once).
+/// to `action_required` (once). Returns the tenant's channel and the notification when it
+/// moved, for the worker to make.
 pub const HOLD_TENANT: &str = "
 WITH t AS (
     SELECT t.tenant_id, t.state, t.events_channel FROM wa.tenants t
@@ -401,9 +481,9 @@ moved AS (
 event AS (
     INSERT INTO wa.account_events (tenant_id, kind, detail)
     SELECT m.tenant_id, 'connection.token_rejected', $2::pg_catalog.jsonb FROM moved m)
-SELECT pg_catalog.count(pg_catalog.pg_notify(t.events_channel, pg_catalog.json_build_object(
+SELECT t.events_channel, pg_catalog.json_build_object(
            'kind', 'connection.changed', 'state', 'action_required', 'tenant_id', t.tenant_id,
-           'conversation_id', NULL, 'message_id', NULL)::pg_catalog.text))
+           'conversation_id', NULL, 'message_id', NULL)::pg_catalog.text
   FROM moved m
   JOIN t ON t.tenant_id OPERATOR(pg_catalog.=) m.tenant_id";
 
@@ -472,6 +552,9 @@ SELECT NOT d.datistemplate
 pub const ALL: &[(&str, &str)] = &[
     ("INSTALLED_VERSION", INSTALLED_VERSION),
     ("CLAIM", CLAIM),
+    ("CLAIM_TENANT", CLAIM_TENANT),
+    ("DUE_TENANTS", DUE_TENANTS),
+    ("SHARD_GROUPS", SHARD_GROUPS),
     ("BLOCKED_NUMBERS", BLOCKED_NUMBERS),
     ("TOKEN", TOKEN),
     ("PAUSES", PAUSES),
@@ -739,6 +822,64 @@ mod audit {
         false
     }
 
+    /// The tables distributed by tenant on Citus (sql/citus.sql, `wa.citus_layout()`).
+    const TENANT_TABLES: &[&str] = &[
+        "wa.tenants",
+        "wa.wabas",
+        "wa.phone_numbers",
+        "wa.credentials",
+        "wa.contacts",
+        "wa.conversations",
+        "wa.messages",
+        "wa.outbox",
+        "wa.media",
+        "wa.media_chunks",
+        "wa.pending_statuses",
+        "wa.templates",
+        "wa.account_events",
+        "wa.signups",
+    ];
+
+    /// Each use of a tenant table in `sql` that does not name the tenant: a read, update or
+    /// delete whose alias has no `alias.tenant_id OPERATOR(pg_catalog.=) …` condition, or an
+    /// insert without a `tenant_id` column. On Citus such a statement would run on every
+    /// shard, or could not be planned.
+    pub fn unnamed_tenants(sql: &str) -> Vec<String> {
+        let text = strip(sql);
+        let words: Vec<&str> = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '$'))
+            .filter(|w| !w.is_empty())
+            .collect();
+        let mut found = Vec::new();
+        for (k, w) in words.iter().enumerate() {
+            if !TENANT_TABLES.contains(w) {
+                continue;
+            }
+            if k > 0 && words[k - 1].eq_ignore_ascii_case("INTO") {
+                let columns = text.split(w).nth(1).unwrap_or("");
+                let columns = columns.split(')').next().unwrap_or("");
+                if !columns.contains("tenant_id") {
+                    found.push(format!("INSERT INTO {w} without tenant_id"));
+                }
+                continue;
+            }
+            let alias = match words.get(k + 1) {
+                Some(a) if a.eq_ignore_ascii_case("AS") => words.get(k + 2).copied(),
+                a => a.copied(),
+            };
+            let Some(alias) = alias else {
+                found.push(format!("{w} without an alias"));
+                continue;
+            };
+            let needle = format!("{alias}.tenant_id OPERATOR(pg_catalog.=)");
+            let reversed = format!("OPERATOR(pg_catalog.=) {alias}.tenant_id");
+            if !text.contains(&needle) && !text.contains(&reversed) {
+                found.push(format!("{w} {alias}: no {needle} filter"));
+            }
+        }
+        found
+    }
+
     #[cfg(test)]
     mod tests {
         use super::problems;
@@ -782,6 +923,51 @@ mod audit {
             ] {
                 assert_eq!(problems(sql), Vec::<String>::new(), "{sql}");
             }
+        }
+
+        /// Statements that read across tenants by design: the coordinator's scans for due
+        /// work and for settings, the single-node claim (the Citus worker claims with
+        /// `CLAIM_TENANT`), and statements on local tables or the catalog.
+        const ACROSS_TENANTS: &[&str] = &[
+            "INSTALLED_VERSION",
+            "CITUS_PRESENT",
+            "CITUS_WORKER_NODE",
+            "CLAIM",
+            "DUE_TENANTS",
+            "BLOCKED_NUMBERS",
+            "PAUSES",
+            "RATES",
+            "HEARTBEAT",
+            "DROP_WILL_PROCEED",
+        ];
+
+        #[test]
+        fn every_statement_on_tenant_tables_names_the_tenant() {
+            for (name, sql) in super::super::ALL {
+                if ACROSS_TENANTS.contains(name) {
+                    continue;
+                }
+                let found = super::unnamed_tenants(sql);
+                assert!(found.is_empty(), "{name}: {found:#?}");
+            }
+            // And the audit finds what it is for.
+            assert_eq!(
+                super::unnamed_tenants(
+                    "UPDATE wa.outbox o SET a = 1 WHERE o.outbox_id OPERATOR(pg_catalog.=) $1"
+                ),
+                ["wa.outbox o: no o.tenant_id OPERATOR(pg_catalog.=) filter"]
+            );
+            assert_eq!(
+                super::unnamed_tenants("INSERT INTO wa.media (media_id) VALUES ($1)"),
+                ["INSERT INTO wa.media without tenant_id"]
+            );
+            assert!(
+                super::unnamed_tenants(
+                    "SELECT 1 FROM wa.messages m JOIN wa.app_config c ON true
+                  WHERE m.tenant_id OPERATOR(pg_catalog.=) $1"
+                )
+                .is_empty()
+            );
         }
     }
 }

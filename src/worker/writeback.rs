@@ -228,22 +228,34 @@ pub fn record(done: &[Done], max_attempts: i32, grace_secs: f64) -> Result<Count
 
 /// The statements of one batch; returns how many messages turned out to be sent twice.
 fn apply(b: Batch<'_>, grace_secs: f64) -> Result<i64, pgrx::spi::SpiError> {
-    use crate::plans::{FLOAT8_ARRAY, INT4_ARRAY, INT8_ARRAY, JSONB_ARRAY, TEXT_ARRAY};
+    use crate::plans::{
+        FLOAT8_ARRAY, INT4_ARRAY, INT8_ARRAY, JSONB_ARRAY, TEXT_ARRAY, TIMESTAMPTZ,
+    };
     let mut duplicates = 0;
     Spi::run("SET LOCAL lock_timeout = '5s'")?;
     if !b.sent.0.is_empty() {
         let (tenants, wamids) = (b.sent.1.clone(), b.sent.3.clone());
-        duplicates = crate::plans::get_one::<i64>(
+        let (twice, channels, payloads) = crate::plans::with_plan(
             sql::SENT,
-            &[INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY, TEXT_ARRAY],
+            &[INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY, TEXT_ARRAY, TIMESTAMPTZ],
             &[
                 b.sent.0.into(),
                 b.sent.1.into(),
                 b.sent.2.into(),
                 b.sent.3.into(),
+                pgrx::datum::now().into(),
             ],
-        )?
-        .unwrap_or(0);
+            |client, plan, args| {
+                let row = client.update(plan, Some(1), args)?.first();
+                Ok((
+                    row.get::<i64>(1)?.unwrap_or(0),
+                    row.get::<Vec<String>>(2)?.unwrap_or_default(),
+                    row.get::<Vec<String>>(3)?.unwrap_or_default(),
+                ))
+            },
+        )?;
+        crate::notify::send_each(&channels, &payloads);
+        duplicates = twice;
         // Statuses Meta sent before we knew these wamids (rare: most are matched through
         // biz_opaque_callback_data) apply now. In a subtransaction: a pending status that
         // cannot be applied must not keep the sends themselves from being recorded.
@@ -288,7 +300,7 @@ fn apply(b: Batch<'_>, grace_secs: f64) -> Result<i64, pgrx::spi::SpiError> {
         )?;
     }
     if !b.failed.0.is_empty() {
-        crate::plans::run(
+        let (channels, payloads) = crate::plans::with_plan(
             sql::FAILED,
             &[INT8_ARRAY, TEXT_ARRAY, JSONB_ARRAY, INT8_ARRAY],
             &[
@@ -297,7 +309,15 @@ fn apply(b: Batch<'_>, grace_secs: f64) -> Result<i64, pgrx::spi::SpiError> {
                 b.failed.2.into(),
                 b.failed.3.into(),
             ],
+            |client, plan, args| {
+                let row = client.update(plan, Some(1), args)?.first();
+                Ok((
+                    row.get::<Vec<String>>(1)?.unwrap_or_default(),
+                    row.get::<Vec<String>>(2)?.unwrap_or_default(),
+                ))
+            },
         )?;
+        crate::notify::send_each(&channels, &payloads);
     }
     if !b.expired.0.is_empty() {
         Spi::run_with_args(
@@ -337,10 +357,26 @@ fn apply(b: Batch<'_>, grace_secs: f64) -> Result<i64, pgrx::spi::SpiError> {
         if !seen.insert(tenant) {
             continue;
         }
-        Spi::run_with_args(
-            sql::HOLD_TENANT,
-            &[tenant.into(), pgrx::JsonB(error).into()],
-        )?;
+        let moved = Spi::connect_mut(|client| {
+            let rows = client.update(
+                sql::HOLD_TENANT,
+                None,
+                &[tenant.into(), pgrx::JsonB(error).into()],
+            )?;
+            let mut moved = Vec::new();
+            for row in rows {
+                if let (Some(channel), Some(payload)) =
+                    (row.get::<String>(1)?, row.get::<String>(2)?)
+                {
+                    moved.push((channel, payload));
+                }
+            }
+            Ok::<_, pgrx::spi::SpiError>(moved)
+        })?;
+        // None when the tenant was already action_required: nothing changed to notify.
+        for (channel, payload) in moved {
+            crate::notify::send(&channel, &[payload]);
+        }
     }
     for (outbox_id, tenant, message_id, error) in b.media_failed {
         Spi::run_with_args(
