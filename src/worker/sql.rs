@@ -59,8 +59,9 @@ SELECT g.groupid OPERATOR(pg_catalog.<>) 0 FROM pg_catalog.pg_dist_local_group g
 /// `CLAIM_TENANT` is the same claim among the rows of some tenants of one shard (`$9`), for
 /// Citus: every table it reads names the tenants, so that it is routed to their shard (Citus
 /// cannot run the skip scan over every shard). The worker claims shard by shard there, the
-/// tenants with due rows found by `DUE_TENANTS` and grouped by `SHARD_GROUPS`. The token version is the credential's `updated_at` in
-/// its binary form (an immutable expression: Citus refuses others in `RETURNING`).
+/// tenants with due rows found by `DUE_TENANTS` and grouped by `SHARD_GROUPS`. The token
+/// version is the credential's `updated_at` in its binary form (an immutable expression:
+/// Citus refuses others in `RETURNING`).
 macro_rules! claim {
     ($o:literal, $e:literal, $c:literal) => {
         concat!(
